@@ -1,0 +1,48 @@
+# robustops: `make test` and `make bench` do all set-up on a fresh machine.
+#
+#   make test        install (torch, the package, test tools), compile-check the CUDA
+#                    sources with nvcc, run the tests
+#   make bench       install, run the quick benchmark suite (BENCH_ARGS=--full for all)
+#   make install     only the set-up
+#   make check-cuda  only the nvcc compile check (fails on any error)
+
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# The CPU build of torch: a plain `pip install torch` would pull several GB of CUDA
+# packages onto a CPU machine. An installed torch (a CUDA build on a GPU machine, say)
+# is kept as it is.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+STAMPS := .stamps
+SOURCES := setup.py pyproject.toml $(shell find csrc -type f | sort)
+
+.PHONY: install test bench check-cuda clean
+
+install: $(STAMPS)/deps $(STAMPS)/build
+
+$(STAMPS)/deps: pyproject.toml
+	@mkdir -p $(STAMPS)
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q ninja numpy pytest pytest-xdist matplotlib setuptools wheel
+	@touch $@
+
+$(STAMPS)/build: $(STAMPS)/deps $(SOURCES)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	@touch $@
+
+$(STAMPS)/check-cuda: $(STAMPS)/deps $(SOURCES) tools/check_cuda_compile.py
+	$(PYTHON) tools/check_cuda_compile.py
+	@touch $@
+
+check-cuda: $(STAMPS)/check-cuda
+
+test: install check-cuda
+	$(PYTHON) -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: install
+	$(PYTHON) -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(STAMPS) build robustops/_C*.so *.egg-info

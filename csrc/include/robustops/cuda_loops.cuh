@@ -1,0 +1,123 @@
+// CUDA elementwise loops shared by every op family: grid-stride kernels over flat,
+// dense memory with 16-byte vector loads and stores when the pointers allow it,
+// 64-bit indexing, and launches on the current stream with a launch check.
+// Reduced-precision storage (half, bfloat16) is computed in float (at::opmath_type).
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace robustops {
+namespace cuda {
+
+constexpr int kThreads = 256;
+// Enough blocks to fill any current GPU several times over; the grid-stride loop
+// covers the rest.
+constexpr int64_t kMaxBlocks = 65536;
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+template <int kVec, typename scalar_t, typename F>
+__global__ void unary_kernel(
+    const scalar_t* __restrict__ x, scalar_t* __restrict__ out, int64_t n, F f) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, kVec>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t n_vec = n / kVec;
+  for (int64_t i = tid; i < n_vec; i += stride) {
+    P p = reinterpret_cast<const P*>(x)[i];
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      p.v[j] = static_cast<scalar_t>(f(static_cast<opmath_t>(p.v[j])));
+    }
+    reinterpret_cast<P*>(out)[i] = p;
+  }
+  for (int64_t i = n_vec * kVec + tid; i < n; i += stride) {
+    out[i] = static_cast<scalar_t>(f(static_cast<opmath_t>(x[i])));
+  }
+}
+
+template <int kVec, typename scalar_t, typename F>
+__global__ void binary_kernel(
+    const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
+    scalar_t* __restrict__ out, int64_t n, F f) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, kVec>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t n_vec = n / kVec;
+  for (int64_t i = tid; i < n_vec; i += stride) {
+    const P pa = reinterpret_cast<const P*>(a)[i];
+    P pb = reinterpret_cast<const P*>(b)[i];
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      pb.v[j] = static_cast<scalar_t>(
+          f(static_cast<opmath_t>(pa.v[j]), static_cast<opmath_t>(pb.v[j])));
+    }
+    reinterpret_cast<P*>(out)[i] = pb;
+  }
+  for (int64_t i = n_vec * kVec + tid; i < n; i += stride) {
+    out[i] = static_cast<scalar_t>(
+        f(static_cast<opmath_t>(a[i]), static_cast<opmath_t>(b[i])));
+  }
+}
+
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+inline dim3 grid_for(int64_t work_items) {
+  const int64_t blocks = (work_items + kThreads - 1) / kThreads;
+  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, kMaxBlocks))));
+}
+
+// out[i] = f(x[i]) for i < n, on the current stream of the current device.
+template <typename scalar_t, typename F>
+void unary_map(const scalar_t* x, scalar_t* out, int64_t n, F f) {
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (aligned16(x) && aligned16(out)) {
+    unary_kernel<kVec><<<grid_for(n / kVec + 1), kThreads, 0, stream>>>(x, out, n, f);
+  } else {
+    unary_kernel<1><<<grid_for(n), kThreads, 0, stream>>>(x, out, n, f);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// out[i] = f(a[i], b[i]) for i < n, on the current stream of the current device.
+template <typename scalar_t, typename F>
+void binary_map(const scalar_t* a, const scalar_t* b, scalar_t* out, int64_t n, F f) {
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (aligned16(a) && aligned16(b) && aligned16(out)) {
+    binary_kernel<kVec><<<grid_for(n / kVec + 1), kThreads, 0, stream>>>(a, b, out, n, f);
+  } else {
+    binary_kernel<1><<<grid_for(n), kThreads, 0, stream>>>(a, b, out, n, f);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The CUDA backend of elementwise.h.
+struct Backend {
+  using Guard = c10::cuda::CUDAGuard;
+  template <typename scalar_t, typename F>
+  static void unary_map(const scalar_t* x, scalar_t* out, int64_t n, F f) {
+    cuda::unary_map(x, out, n, f);
+  }
+  template <typename scalar_t, typename F>
+  static void binary_map(const scalar_t* a, const scalar_t* b, scalar_t* out, int64_t n, F f) {
+    cuda::binary_map(a, b, out, n, f);
+  }
+};
+
+}  // namespace cuda
+}  // namespace robustops

@@ -1,0 +1,16 @@
+"""robustops: fast kernels and drop-in PyTorch modules for training and evaluating
+robust neural networks.
+
+    import robustops
+    y = robustops.ops.mrelu(x)              # ops: compiled kernels with autograd
+    act = robustops.nn.MReLU()              # modules
+    net = robustops.models.lenet_saf("rbf") # the papers' networks
+    robustops.extension_info()              # what was compiled
+"""
+
+from robustops._extension import FallbackWarning, extension_info
+from robustops import ops, reference, nn, models  # noqa: E402  (ops registers autograd/fake)
+
+__version__ = "0.1.0"
+
+__all__ = ["ops", "nn", "models", "reference", "extension_info", "FallbackWarning", "__version__"]

@@ -1,0 +1,101 @@
+"""Drop-in modules for the symmetric activation functions (Zhao & Griffin 2016)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from robustops.ops import saf as _ops
+
+__all__ = ["MReLU", "RBF", "HybridLoss"]
+
+
+class MReLU(nn.Module):
+    """mReLU(x) = max(1 - |x|, 0), elementwise (robustops.ops.mrelu)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _ops.mrelu(x)
+
+
+class RBF(nn.Module):
+    """The 1-D radial basis function exp(-x^2), elementwise (robustops.ops.rbf)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _ops.rbf(x)
+
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+class HybridLoss(nn.Module):
+    r"""The hybrid loss of the SAF paper (eq. 7), on RBF outputs y in [0, 1]:
+
+    .. math::
+        L(y, l) = -a_1 \ln\frac{y_l}{\sum_i y_i} + a_2 (1 - y_l)^p + a_3 \sum_{i \ne l} y_i^p
+
+    The first term is a cross-entropy on log y, computed as
+    ``logsumexp(log y) - log y_l`` with y clamped below at the dtype's smallest
+    normal number, so it stays finite, with finite gradients, when every y is tiny
+    or 0 (nonsense inputs far from every class centre). The other two terms pull the
+    true class output towards 1 and the others towards 0.
+
+    Args:
+        a1, a2, a3: the weights of the three terms (non-negative).
+        p: the exponent of the two power terms (p >= 1 keeps their gradients finite
+           at y = 0 and y = 1).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``, as in torch's losses.
+
+    Shape:
+        input: (N, C) RBF outputs; target: (N,) class indices in [0, C);
+        output: scalar, or (N,) with ``reduction="none"``.
+    """
+
+    def __init__(self, a1: float = 1.0, a2: float = 1.0, a3: float = 0.0, p: float = 2.0,
+                 reduction: str = "mean"):
+        super().__init__()
+        for name, value in (("a1", a1), ("a2", a2), ("a3", a3)):
+            if not value >= 0:
+                raise ValueError(f"HybridLoss: argument '{name}' must be >= 0, got {value}")
+        if not p >= 1:
+            raise ValueError(f"HybridLoss: argument 'p' must be >= 1, got {p}")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(
+                f"HybridLoss: argument 'reduction' must be one of {_REDUCTIONS}, got {reduction!r}"
+            )
+        self.a1, self.a2, self.a3, self.p = float(a1), float(a2), float(a3), float(p)
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return f"a1={self.a1}, a2={self.a2}, a3={self.a3}, p={self.p}, reduction={self.reduction!r}"
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        if input.dim() != 2:
+            raise ValueError(
+                f"HybridLoss: argument 'input' must have shape (N, C), got {tuple(input.shape)}"
+            )
+        if not input.is_floating_point():
+            raise TypeError(f"HybridLoss: argument 'input' must be floating point, got {input.dtype}")
+        if target.dim() != 1 or target.shape[0] != input.shape[0]:
+            raise ValueError(
+                f"HybridLoss: argument 'target' must have shape ({input.shape[0]},), "
+                f"got {tuple(target.shape)}"
+            )
+        if target.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16, torch.int8):
+            raise TypeError(f"HybridLoss: argument 'target' must hold class indices, got {target.dtype}")
+        target = target.long()
+        y_l = input.gather(1, target[:, None]).squeeze(1)
+        loss = input.new_zeros(input.shape[0])
+        if self.a1:
+            log_y = input.clamp_min(torch.finfo(input.dtype).tiny).log()
+            nll = torch.logsumexp(log_y, dim=1) - log_y.gather(1, target[:, None]).squeeze(1)
+            loss = loss + self.a1 * nll
+        if self.a2:
+            loss = loss + self.a2 * (1 - y_l).pow(self.p)
+        if self.a3:
+            others = torch.ones_like(input).scatter_(1, target[:, None], 0)
+            loss = loss + self.a3 * (input.pow(self.p) * others).sum(1)
+        if self.reduction == "mean":
+            return loss.mean()
+        if self.reduction == "sum":
+            return loss.sum()
+        return loss
