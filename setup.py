@@ -37,7 +37,17 @@ def include_dirs():
 
 
 def cxx_flags():
-    return ["-O3", "-fvisibility=hidden"]
+    # -fopenmp: at::parallel_for is inline and runs serially unless compiled with
+    # OpenMP (torch's CPU builds use the OpenMP backend and ship libgomp).
+    # -fno-trapping-math: lets gcc if-convert (and so vectorize) loops whose selects
+    # compare floats; it changes no result, only whether FP exception flags may be
+    # raised speculatively, which PyTorch never reads. (-ffast-math would change
+    # results: NaN and infinity handling.)
+    return ["-O3", "-fvisibility=hidden", "-fopenmp", "-fno-trapping-math"]
+
+
+def link_flags():
+    return ["-fopenmp"]
 
 
 def nvcc_flags():
@@ -117,6 +127,7 @@ def extensions():
             include_dirs=include_dirs(),
             define_macros=define_macros,
             extra_compile_args=extra,
+            extra_link_args=link_flags(),
         )
     ]
 

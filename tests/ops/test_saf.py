@@ -224,3 +224,18 @@ def test_cuda_matches_cpu(name):
     x = _inputs("cpu", torch.float32, (1 << 20) + 5, scale=3.0)
     op = OPS[name][0]
     assert_close(op(x.cuda()).cpu(), op(x), **tolerances(torch.float32))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_every_half_and_bfloat16_value(dtype, device):
+    """All 65536 bit patterns: the kernels' own conversions between the storage type
+    and float (branch-free, for the vectorizer) agree exactly with torch's."""
+    x = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(dtype).to(device)
+    for name in OP_NAMES:
+        assert_close(OPS[name][0](x), OPS[name][1](x), rtol=0, atol=0, equal_nan=True)
+    # mReLU's backward at x = -0.5 returns grad itself, at x = 0.5 its negation: every
+    # value, subnormals, infinities and NaN included, goes through load and store.
+    for xv, sign in ((-0.5, 1), (0.5, -1)):
+        out = torch.ops.robustops._mrelu_backward(x, torch.full_like(x, xv))
+        assert_close(out, sign * x, rtol=0, atol=0, equal_nan=True)

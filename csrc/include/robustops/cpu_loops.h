@@ -5,15 +5,20 @@
 // AVX2 and the baseline x86-64) and picked at load time for the CPU it runs on, so
 // the compiler's auto-vectorizer can use the widest vectors available without the
 // package requiring them. Reduced-precision storage (half, bfloat16) is computed in
-// float (at::opmath_type).
+// float, with conversions written so that they vectorize too.
 #pragma once
 
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <c10/core/Device.h>
 #include <c10/macros/Macros.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
+#include <robustops/math.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define ROBUSTOPS_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -27,12 +32,121 @@ namespace cpu {
 // Chunks smaller than this are not worth a thread.
 constexpr int64_t kGrainSize = 32768;
 
+// Conversions between storage and compute types that the vectorizer can handle.
+// c10::Half and c10::BFloat16's own conversions branch (NaN, subnormals) and keep the
+// loops scalar; these are branch-free bit manipulations with the same results:
+// round to nearest even, NaN kept quiet, infinities and subnormals exact.
+template <typename scalar_t>
+struct Convert {
+  using raw_t = scalar_t;
+  using opmath_t = scalar_t;
+  static C10_ALWAYS_INLINE opmath_t load(raw_t v) { return v; }
+  static C10_ALWAYS_INLINE raw_t store(opmath_t v) { return v; }
+};
+
+template <>
+struct Convert<c10::BFloat16> {
+  using raw_t = uint16_t;
+  using opmath_t = float;
+  static C10_ALWAYS_INLINE float load(uint16_t v) {
+    return math::int_as_float(static_cast<int32_t>(static_cast<uint32_t>(v) << 16));
+  }
+  static C10_ALWAYS_INLINE uint16_t store(float f) {
+    const uint32_t u = static_cast<uint32_t>(math::float_as_int(f));
+    const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = 0u - static_cast<uint32_t>(f != f);  // all ones for NaN
+    return static_cast<uint16_t>((((u >> 16) | 0x40u) & nan) | (rounded & ~nan));
+  }
+};
+
+template <>
+struct Convert<c10::Half> {
+  using raw_t = uint16_t;
+  using opmath_t = float;
+  // After F. Giesen's branch-free half <-> float conversions.
+  static C10_ALWAYS_INLINE float load(uint16_t h) {
+    const uint32_t shifted_exp = 0x7C00u << 13;
+    uint32_t o = (static_cast<uint32_t>(h) & 0x7FFFu) << 13;  // exponent and mantissa
+    const uint32_t exp = o & shifted_exp;
+    o += (127u - 15u) << 23;                                  // rebias the exponent
+    const float sub = math::int_as_float(static_cast<int32_t>(o + (1u << 23))) -
+                      math::int_as_float(113 << 23);          // subnormal: renormalize
+    o = exp == shifted_exp ? o + ((128u - 16u) << 23) : o;    // inf and NaN
+    const uint32_t bits = exp == 0 ? static_cast<uint32_t>(math::float_as_int(sub)) : o;
+    return math::int_as_float(
+        static_cast<int32_t>(bits | ((static_cast<uint32_t>(h) & 0x8000u) << 16)));
+  }
+  static C10_ALWAYS_INLINE uint16_t store(float f) {
+    const uint32_t f32_inf = 255u << 23;
+    const uint32_t f16_max = (127u + 16u) << 23;
+    const uint32_t denorm_magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+    uint32_t u = static_cast<uint32_t>(math::float_as_int(f));
+    const uint32_t sign = u & 0x80000000u;
+    u ^= sign;
+    const uint32_t overflow = u > f32_inf ? 0x7E00u : 0x7C00u;  // NaN or inf
+    const uint32_t denorm =
+        static_cast<uint32_t>(math::float_as_int(
+            math::int_as_float(static_cast<int32_t>(u)) +
+            math::int_as_float(static_cast<int32_t>(denorm_magic)))) - denorm_magic;
+    const uint32_t normal = (u + ((15u - 127u) << 23) + 0xFFFu + ((u >> 13) & 1u)) >> 13;
+    const uint32_t o = u >= f16_max ? overflow : (u < (113u << 23) ? denorm : normal);
+    return static_cast<uint16_t>(o | (sign >> 16));
+  }
+};
+
+// Reduced-precision storage is converted to and from float in blocks on the stack,
+// so that the loop applying f only ever sees float or double: each of the three
+// loops then vectorizes on its own (a fused loop with conversions and a polynomial
+// defeats gcc's if-conversion).
+constexpr int64_t kBlock = 512;
+
+template <typename scalar_t>
+constexpr bool is_reduced = !std::is_same_v<typename Convert<scalar_t>::raw_t, scalar_t>;
+
+template <typename scalar_t>
+C10_ALWAYS_INLINE void load_block(const scalar_t* __restrict__ in, float* __restrict__ out, int64_t n) {
+  const auto* __restrict__ raw = reinterpret_cast<const typename Convert<scalar_t>::raw_t*>(in);
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = Convert<scalar_t>::load(raw[i]);
+  }
+}
+
+template <typename scalar_t>
+C10_ALWAYS_INLINE void store_block(const float* __restrict__ in, scalar_t* __restrict__ out, int64_t n) {
+  auto* __restrict__ raw = reinterpret_cast<typename Convert<scalar_t>::raw_t*>(out);
+  for (int64_t i = 0; i < n; ++i) {
+    raw[i] = Convert<scalar_t>::store(in[i]);
+  }
+}
+
+template <typename T, typename F>
+C10_ALWAYS_INLINE void apply(const T* __restrict__ x, T* __restrict__ out, int64_t n, F f) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = f(x[i]);
+  }
+}
+
+template <typename T, typename F>
+C10_ALWAYS_INLINE void apply(
+    const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t n, F f) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = f(a[i], b[i]);
+  }
+}
+
 template <typename scalar_t, typename F>
 ROBUSTOPS_CPU_CLONES void unary_chunk(
     const scalar_t* __restrict__ x, scalar_t* __restrict__ out, int64_t n, F f) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  for (int64_t i = 0; i < n; ++i) {
-    out[i] = static_cast<scalar_t>(f(static_cast<opmath_t>(x[i])));
+  if constexpr (is_reduced<scalar_t>) {
+    float bx[kBlock], bo[kBlock];
+    for (int64_t b = 0; b < n; b += kBlock) {
+      const int64_t m = std::min(kBlock, n - b);
+      load_block(x + b, bx, m);
+      apply(bx, bo, m, f);
+      store_block(bo, out + b, m);
+    }
+  } else {
+    apply(x, out, n, f);
   }
 }
 
@@ -40,10 +154,17 @@ template <typename scalar_t, typename F>
 ROBUSTOPS_CPU_CLONES void binary_chunk(
     const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
     scalar_t* __restrict__ out, int64_t n, F f) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  for (int64_t i = 0; i < n; ++i) {
-    out[i] = static_cast<scalar_t>(
-        f(static_cast<opmath_t>(a[i]), static_cast<opmath_t>(b[i])));
+  if constexpr (is_reduced<scalar_t>) {
+    float ba[kBlock], bb[kBlock], bo[kBlock];
+    for (int64_t i = 0; i < n; i += kBlock) {
+      const int64_t m = std::min(kBlock, n - i);
+      load_block(a + i, ba, m);
+      load_block(b + i, bb, m);
+      apply(ba, bb, bo, m, f);
+      store_block(bo, out + i, m);
+    }
+  } else {
+    apply(a, b, out, n, f);
   }
 }
 
