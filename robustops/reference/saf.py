@@ -60,34 +60,26 @@ def rbf_second_derivative(x: Tensor) -> Tensor:
     return torch.where(e == 0, 0, (4 * xo * xo - 2) * e).to(x.dtype)
 
 
-class _MReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(x):
-        return _mrelu_forward(x)
+def _elementwise_function(name: str, forward, backward) -> type:
+    """A torch.autograd.Function computing forward(x) that saves only x and whose
+    backward is backward(grad, x), made of torch ops (so it is differentiable again)."""
 
-    @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0])
 
-    @staticmethod
-    def backward(ctx, grad):
+    def backward_(ctx, grad):
         (x,) = ctx.saved_tensors
-        return mrelu_backward(grad, x)
+        return backward(grad, x)
+
+    return type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward_),
+    })
 
 
-class _RBF(torch.autograd.Function):
-    @staticmethod
-    def forward(x):
-        return _rbf_forward(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return rbf_backward(grad, x)
+_MReLU = _elementwise_function("_MReLU", _mrelu_forward, mrelu_backward)
+_RBF = _elementwise_function("_RBF", _rbf_forward, rbf_backward)
 
 
 def mrelu(x: Tensor) -> Tensor:
