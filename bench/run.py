@@ -1,0 +1,450 @@
+"""The benchmark runner: ``python -m bench.run [--full] [--device cpu|cuda] [--ops ...]``.
+
+For every case a family yields (an op at one dtype and size), the runner
+  1. checks that every implementation's forward and backward agree with the
+     reference (an op that fails is reported and not timed, and the run exits 1);
+  2. warms up (compiles the torch.compile'd implementations);
+  3. times the forward (under torch.no_grad) and the forward+backward of every
+     implementation with torch.utils.benchmark's blocked_autorange, on all of
+     torch's threads;
+  4. measures the bytes each implementation saves for backward;
+and measures, once per dtype and size, the copy_ and clone bandwidth limits the
+forward times are compared with. On cpu it then re-runs itself in a subprocess with
+THP_MEM_ALLOC_ENABLE=1 (read by PyTorch at process start: large allocations use
+transparent huge pages) for the float32 forward cases at N = 2^24, and it evaluates
+the families' targets. Results: bench/results/<device>.json (raw numbers and
+metadata), .md (tables, also printed) and .png (bandwidth plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from bench.common import (
+    FORWARD, FORWARD_BACKWARD, FULL_DTYPES, FULL_LOG2_SIZES, FULL_MIN_RUN_TIME,
+    LIMITS, PASSES, QUICK_DTYPES, QUICK_LOG2_SIZES, QUICK_MIN_RUN_TIME, RESULTS_DIR, ROBUSTOPS,
+    ROOT, Case, Config, CorrectnessError, CpuLoad, Timing, check_correctness, collect_metadata,
+    dtype_name, eprint, gbps, limit_bytes, markdown_report, measure_limits, measure_saved,
+    parse_dtype, plot_report, size_label, time_stmt,
+)
+
+# The op families, one module bench/<name>.py each (see bench/__init__.py).
+FAMILIES: tuple[str, ...] = ("saf",)
+
+# The THP comparison: float32 forward cases at this size (the largest size run
+# when it is not among them).
+THP_LOG2_SIZE = 24
+THP_ENV = "THP_MEM_ALLOC_ENABLE"
+
+# Warn when other processes took more than this share of the CPUs during the run.
+BUSY_WARNING = 0.05
+
+
+def load_families() -> dict[str, ModuleType]:
+    return {name: importlib.import_module(f"bench.{name}") for name in FAMILIES}
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Benchmarks of robustops' ops against their pure-PyTorch references.",
+    )
+    p.add_argument("--full", action="store_true",
+                   help="all sizes 2^16..2^26 and more dtypes (default: the quick suite)")
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   help="default: cuda if available, else cpu")
+    p.add_argument("--ops", help="comma-separated ops and/or families (default: all), "
+                                 "e.g. mrelu,rbf or saf")
+    p.add_argument("--list", action="store_true", help="list the families and their ops")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR,
+                   help="directory for <device>.{json,md,png} (default: bench/results)")
+    p.add_argument("--no-thp", action="store_true",
+                   help=f"skip the {THP_ENV}=1 re-run on cpu")
+    dev = p.add_argument_group("development options (override the suite's settings)")
+    dev.add_argument("--sizes", help="comma-separated log2 sizes, e.g. 16,18")
+    dev.add_argument("--dtypes", help="comma-separated dtypes, e.g. float32,bfloat16")
+    dev.add_argument("--min-run-time", type=float,
+                     help=f"seconds per measurement (quick {QUICK_MIN_RUN_TIME}, "
+                          f"full {FULL_MIN_RUN_TIME})")
+    # Internal: the THP re-run writes its measurements to this file.
+    p.add_argument("--thp-child", type=Path, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def resolve_device(name: Optional[str]) -> torch.device:
+    if name is None:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU build"
+        raise SystemExit(f"bench.run: --device cuda, but CUDA is not available to torch "
+                         f"{torch.__version__} ({build})")
+    return torch.device(name)
+
+
+def build_config(args: argparse.Namespace, device: torch.device) -> tuple[Config, str]:
+    """The config and a label for the suite ('quick', 'full', or either with the
+    development overrides spelled out)."""
+    log2_sizes = FULL_LOG2_SIZES if args.full else QUICK_LOG2_SIZES
+    dtypes = (FULL_DTYPES if args.full else QUICK_DTYPES)[device.type]
+    min_run_time = FULL_MIN_RUN_TIME if args.full else QUICK_MIN_RUN_TIME
+    custom = []
+    if args.sizes:
+        log2_sizes = tuple(int(s) for s in args.sizes.split(","))
+        custom.append(f"sizes 2^{{{args.sizes}}}")
+    if args.dtypes:
+        dtypes = tuple(parse_dtype(d) for d in args.dtypes.split(","))
+        custom.append(f"dtypes {args.dtypes}")
+    if args.min_run_time is not None:
+        min_run_time = args.min_run_time
+        custom.append(f"min_run_time {min_run_time}")
+    config = Config(device=device, full=args.full, sizes=tuple(2**k for k in log2_sizes),
+                    dtypes=tuple(dtypes), min_run_time=min_run_time)
+    label = config.suite + (f" (custom: {', '.join(custom)})" if custom else "")
+    return config, label
+
+
+def resolve_ops(spec: Optional[str], families: dict[str, ModuleType]) -> dict[str, list[str]]:
+    """{family: [ops]} selected by ``--ops`` (op or family names)."""
+    all_ops = {fam: list(mod.OPS) for fam, mod in families.items()}
+    if not spec:
+        return all_ops
+    chosen: dict[str, list[str]] = {}
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        if item in all_ops:
+            chosen.setdefault(item, [])
+            chosen[item] += [op for op in all_ops[item] if op not in chosen[item]]
+            continue
+        fam = next((f for f, ops in all_ops.items() if item in ops), None)
+        if fam is None:
+            known = ", ".join(f"{f}: {', '.join(ops)}" for f, ops in all_ops.items())
+            raise SystemExit(f"bench.run: unknown op or family {item!r} (known: {known})")
+        if item not in chosen.setdefault(fam, []):
+            chosen[fam].append(item)
+    return chosen
+
+
+def select_cases(families: dict[str, ModuleType], selected: dict[str, list[str]],
+                 config: Config) -> list[Case]:
+    return [case for fam, ops in selected.items()
+            for case in families[fam].cases(config) if case.op in ops]
+
+
+def progress(cases: Sequence[Case]) -> Iterator[Case]:
+    """The cases, with a tqdm bar when tqdm is installed, else one line each."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is not None:
+        bar = tqdm(cases, file=sys.stderr, unit="case", dynamic_ncols=True)
+        for case in bar:
+            bar.set_description(case.title)
+            yield case
+        return
+    start = time.perf_counter()
+    for i, case in enumerate(cases, 1):
+        eprint(f"[{i}/{len(cases)}, {time.perf_counter() - start:.0f} s] {case.title}")
+        yield case
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+class Limits:
+    """The copy_/clone limits, measured once per (dtype, numel) and recorded."""
+
+    def __init__(self, device: torch.device, min_run_time: float, records: list[dict]):
+        self.device, self.min_run_time, self.records = device, min_run_time, records
+        self._cache: dict[tuple[torch.dtype, int], dict] = {}
+
+    def get(self, dtype: torch.dtype, numel: int) -> dict:
+        key = (dtype, numel)
+        if key not in self._cache:
+            nbytes = limit_bytes(dtype, numel)
+            timings = measure_limits(dtype, numel, self.device, self.min_run_time)
+            rec = {"dtype": dtype_name(dtype), "numel": numel, "bytes": nbytes}
+            for name, t in timings.items():
+                rec[name] = {**t.to_json(), "bandwidth_GBps": gbps(nbytes, t.median_s)}
+            self.records.append(rec)
+            self._cache[key] = rec
+        return self._cache[key]
+
+
+def _timing_record(t: Timing, nbytes: int, limits: dict) -> dict:
+    bw = gbps(nbytes, t.median_s)
+    rec = {**t.to_json(), "bytes": nbytes, "bandwidth_GBps": bw}
+    for lim in LIMITS:
+        rec[f"fraction_of_{lim}"] = bw / limits[lim]["bandwidth_GBps"]
+    return rec
+
+
+def _warm_up(case: Case, fwd_ns: dict, bwd_ns: dict, iters: int = 2) -> None:
+    for fn in case.impls.values():
+        for _ in range(iters):
+            with torch.no_grad():
+                eval(case.forward_expr, {**fwd_ns, "f": fn})  # noqa: S307
+            exec(case.backward_stmt, {**bwd_ns, "f": fn})  # noqa: S102
+
+
+def run_case(case: Case, config: Config, limits: Limits) -> dict:
+    """Check, warm up, time and measure one case; its JSON record."""
+    inputs = case.make_inputs()
+    fwd_ns, bwd_ns = case.namespaces(inputs)
+    check_correctness(case, fwd_ns, bwd_ns)
+    _warm_up(case, fwd_ns, bwd_ns)
+
+    lim = limits.get(case.dtype, case.limit_numel)
+    nbytes = {FORWARD: case.bytes_forward, FORWARD_BACKWARD: case.bytes_forward_backward}
+    label = f"{case.family}.{case.op} {dtype_name(case.dtype)}"
+    passes: dict[str, dict] = {p: {} for p in PASSES}
+    for name, fn in case.impls.items():
+        with torch.no_grad():
+            t = time_stmt(case.forward_expr, {**fwd_ns, "f": fn}, config.min_run_time,
+                          label=f"{label} {FORWARD}", sub_label=size_label(case.numel),
+                          description=name)
+        passes[FORWARD][name] = _timing_record(t, nbytes[FORWARD], lim)
+        t = time_stmt(case.backward_stmt, {**bwd_ns, "f": fn}, config.min_run_time,
+                      label=f"{label} {FORWARD_BACKWARD}", sub_label=size_label(case.numel),
+                      description=name)
+        passes[FORWARD_BACKWARD][name] = _timing_record(t, nbytes[FORWARD_BACKWARD], lim)
+
+    speedups: dict[str, dict] = {p: {} for p in PASSES}
+    if ROBUSTOPS in case.impls:
+        for p in PASSES:
+            mine = passes[p][ROBUSTOPS]["median_s"]
+            speedups[p] = {f"vs {o}": passes[p][o]["median_s"] / mine
+                           for o in case.impls if o != ROBUSTOPS}
+
+    saved = {name: measure_saved(case, fn, bwd_ns, compiled=name in case.compiled)
+             for name, fn in case.impls.items()}
+    return {
+        **_case_header(case),
+        "status": "ok",
+        "correctness": f"forward and backward of every implementation agree with the "
+                       f"{case.reference} (torch.testing.assert_close"
+                       + (f", {case.tolerances}" if case.tolerances else ", default tolerances")
+                       + ")",
+        "passes": passes,
+        "speedups": speedups,
+        "saved": saved,
+    }
+
+
+def _case_header(case: Case) -> dict:
+    return {
+        "family": case.family, "op": case.op, "dtype": dtype_name(case.dtype),
+        "numel": case.numel, "size": size_label(case.numel), "limit_numel": case.limit_numel,
+        "bytes": {FORWARD: case.bytes_forward, FORWARD_BACKWARD: case.bytes_forward_backward},
+        "input_bytes": case.input_bytes, "impls": list(case.impls), "notes": case.notes,
+    }
+
+
+def _summary(rec: dict) -> str:
+    fwd = rec["passes"][FORWARD]
+    parts = [f"{FORWARD}: " + ", ".join(
+        f"{name} {t['median_s'] * 1e6:,.1f} µs ({t['fraction_of_clone']:.2f} of clone)"
+        for name, t in fwd.items())]
+    if rec["speedups"][FORWARD_BACKWARD]:
+        parts.append(f"{FORWARD_BACKWARD} speedup of {ROBUSTOPS}: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in rec["speedups"][FORWARD_BACKWARD].items()))
+    return f"  {rec['op']} {rec['dtype']} N={rec['size']}: " + "; ".join(parts)
+
+
+def _cleanup(device: torch.device) -> None:
+    torch._dynamo.reset()  # each case compiles afresh: no recompile limits, memory freed
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_cases(cases: Sequence[Case], config: Config, results: dict) -> None:
+    limits = Limits(config.device, config.min_run_time, results["limits"])
+    aborted: set[str] = set()
+    for case in progress(cases):
+        if case.op in aborted:
+            results["cases"].append({**_case_header(case),
+                                     "status": "skipped: the op failed at an earlier case"})
+            continue
+        try:
+            rec = run_case(case, config, limits)
+        except Exception as e:  # noqa: BLE001 (a wrong result, or a crash: the op stops here)
+            aborted.add(case.op)
+            why = str(e) if isinstance(e, CorrectnessError) else (
+                f"{case.title}: {type(e).__name__}: {e}")
+            why = "; ".join(line.strip() for line in why.splitlines() if line.strip())
+            msg = f"{case.family}.{case.op}: not benchmarked further: {why}"
+            eprint(f"ERROR {msg}")
+            results["errors"].append(msg)
+            results["cases"].append({**_case_header(case), "status": f"failed: {why}"})
+        else:
+            results["cases"].append(rec)
+            eprint(_summary(rec))
+        finally:
+            _cleanup(config.device)
+
+
+# --------------------------------------------------------------------------- THP
+
+
+def run_thp_child(cases: Sequence[Case], config: Config, out: Path) -> int:
+    """In the THP subprocess: the forward of every non-compiled implementation and
+    the two limits; written to ``out`` as JSON."""
+    records: list[dict] = []
+    limits = Limits(config.device, config.min_run_time, records)
+    forward: dict[str, dict] = {}
+    for case in cases:
+        fwd_ns, _ = case.namespaces(case.make_inputs())
+        lim = limits.get(case.dtype, case.limit_numel)
+        for name, fn in case.impls.items():
+            if name in case.compiled:
+                continue
+            with torch.no_grad():
+                t = time_stmt(case.forward_expr, {**fwd_ns, "f": fn}, config.min_run_time)
+            forward[f"{case.op} {name}"] = _timing_record(t, case.bytes_forward, lim)
+        del fwd_ns
+        gc.collect()
+    out.write_text(json.dumps({"limits": records, "forward": forward,
+                               THP_ENV: os.environ.get(THP_ENV)}))
+    return 0
+
+
+def run_thp_comparison(results: dict, config: Config, out_dir: Path) -> dict:
+    """Re-run the float32 forward cases at N = 2^24 in a subprocess with
+    THP_MEM_ALLOC_ENABLE=1; the rows of the side-by-side table."""
+    numel = 2**THP_LOG2_SIZE if 2**THP_LOG2_SIZE in config.sizes else max(config.sizes)
+    default_env = os.environ.get(THP_ENV)
+    thp: dict = {"dtype": "float32", "numel": numel, "default_env": default_env, "rows": {},
+                 "error": None}
+    if default_env not in (None, "", "0"):
+        thp["error"] = f"this process already runs with {THP_ENV}={default_env}"
+        return thp
+    if torch.float32 not in config.dtypes:
+        thp["error"] = "float32 is not among the dtypes run"
+        return thp
+    ok = [c for c in results["cases"] if c.get("status") == "ok" and c["dtype"] == "float32"
+          and c["numel"] == numel]
+    if not ok:
+        thp["error"] = "no float32 case succeeded at this size"
+        return thp
+    ops = [c["op"] for c in ok]
+    tmp = out_dir / f"{config.device.type}.thp.json.tmp"
+    cmd = [sys.executable, "-m", "bench.run", "--thp-child", str(tmp), "--device", "cpu",
+           "--ops", ",".join(ops), "--sizes", str(numel.bit_length() - 1), "--dtypes", "float32",
+           "--min-run-time", str(config.min_run_time)]
+    eprint(f"{THP_ENV}=1 re-run: {' '.join(cmd[1:])}")
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, THP_ENV: "1"},
+                              capture_output=True, text=True)
+        if proc.stderr:
+            eprint(proc.stderr.rstrip())
+        if proc.returncode != 0:
+            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+            thp["error"] = f"the subprocess exited with status {proc.returncode}: {tail}"
+            return thp
+        child = json.loads(tmp.read_text())
+    finally:
+        tmp.unlink(missing_ok=True)
+    if child.get(THP_ENV) != "1":
+        thp["error"] = f"the subprocess did not see {THP_ENV}=1"
+        return thp
+    for rec in ok:
+        for name, t in rec["passes"][FORWARD].items():
+            key = f"{rec['op']} {name}"
+            if key in child["forward"]:
+                thp["rows"][key] = {"default": t, "thp": child["forward"][key]}
+    parent_lim = next(l for l in results["limits"] if l["dtype"] == "float32"
+                      and l["numel"] == numel)
+    child_lim = child["limits"][0]
+    for lim in LIMITS:
+        thp["rows"][lim] = {"default": parent_lim[lim], "thp": child_lim[lim]}
+    return thp
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _json_default(obj):
+    if isinstance(obj, (torch.dtype, torch.device, Path)):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    families = load_families()
+    if args.list:
+        for fam, mod in families.items():
+            print(f"{fam}: {', '.join(mod.OPS)}")
+        return 0
+    device = resolve_device(args.device)
+    config, suite_label = build_config(args, device)
+    selected = resolve_ops(args.ops, families)
+    cases = select_cases(families, selected, config)
+
+    if args.thp_child is not None:
+        return run_thp_child(cases, config, args.thp_child)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    load = CpuLoad()
+    busy = load.others_now()
+    if busy is not None and busy > BUSY_WARNING:
+        eprint(f"WARNING other processes are using {busy:.0%} of the CPUs: timings will be "
+               "perturbed")
+    results: dict = {"metadata": collect_metadata(config), "limits": [], "cases": [],
+                     "thp": None, "targets": [], "errors": [], "warnings": []}
+    results["metadata"]["suite"] = suite_label
+    eprint(f"bench.run: {len(cases)} cases on {device.type} ({suite_label}), "
+           f"{torch.get_num_threads()} threads")
+    run_cases(cases, config, results)
+
+    if device.type == "cpu" and not args.no_thp:
+        results["thp"] = run_thp_comparison(results, config, args.out)
+
+    for fam, ops in selected.items():
+        for target in getattr(families[fam], "TARGETS", []):
+            if target.op in ops:
+                results["targets"].append(target.evaluate(results["cases"], device.type))
+
+    results["metadata"]["wall_time_s"] = round(time.perf_counter() - start, 1)
+    results["metadata"]["cpu_load"] = load.summary()
+    share = results["metadata"]["cpu_load"].get("other_processes_share")
+    if share is not None and share > BUSY_WARNING:
+        results["warnings"].append(
+            f"other processes used {share:.0%} of the machine's CPU time during the run: "
+            "the timings are perturbed (run the suite on an otherwise idle machine)")
+    base = args.out / device.type
+    base.with_suffix(".json").write_text(json.dumps(results, indent=1, default=_json_default))
+    report = markdown_report(results)
+    base.with_suffix(".md").write_text(report)
+    why_not = plot_report(results, base.with_suffix(".png"))
+    print(report)
+    written = [base.with_suffix(".json"), base.with_suffix(".md")]
+    if why_not is None:
+        written.append(base.with_suffix(".png"))
+    else:
+        eprint(f"bench.run: no plot: {why_not}")
+    for w in results["warnings"]:
+        eprint(f"WARNING {w}")
+    eprint(f"bench.run: {results['metadata']['wall_time_s']} s; wrote "
+           + ", ".join(str(p) for p in written))
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
