@@ -32,22 +32,19 @@ namespace cpu {
 // Chunks smaller than this are not worth a thread.
 constexpr int64_t kGrainSize = 32768;
 
-// Conversions between storage and compute types that the vectorizer can handle.
-// c10::Half and c10::BFloat16's own conversions branch (NaN, subnormals) and keep the
-// loops scalar; these are branch-free bit manipulations with the same results:
-// round to nearest even, NaN kept quiet, infinities and subnormals exact.
+// Conversions between reduced-precision storage and float that the vectorizer can
+// handle. c10::Half and c10::BFloat16's own conversions branch (NaN, subnormals) and
+// keep the loops scalar; these are branch-free bit manipulations with the same
+// results: round to nearest even, NaN kept quiet, infinities and subnormals exact.
+// float and double are computed as they are stored (raw_t = scalar_t).
 template <typename scalar_t>
 struct Convert {
   using raw_t = scalar_t;
-  using opmath_t = scalar_t;
-  static C10_ALWAYS_INLINE opmath_t load(raw_t v) { return v; }
-  static C10_ALWAYS_INLINE raw_t store(opmath_t v) { return v; }
 };
 
 template <>
 struct Convert<c10::BFloat16> {
   using raw_t = uint16_t;
-  using opmath_t = float;
   static C10_ALWAYS_INLINE float load(uint16_t v) {
     return math::int_as_float(static_cast<int32_t>(static_cast<uint32_t>(v) << 16));
   }
@@ -62,7 +59,6 @@ struct Convert<c10::BFloat16> {
 template <>
 struct Convert<c10::Half> {
   using raw_t = uint16_t;
-  using opmath_t = float;
   // After F. Giesen's branch-free half <-> float conversions.
   static C10_ALWAYS_INLINE float load(uint16_t h) {
     const uint32_t shifted_exp = 0x7C00u << 13;
