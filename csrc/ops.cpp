@@ -12,6 +12,11 @@ TORCH_LIBRARY(robustops, m) {
   m.def("_mrelu_backward(Tensor grad, Tensor x) -> Tensor");
   m.def("rbf(Tensor x) -> Tensor");
   m.def("_rbf_backward(Tensor grad, Tensor x) -> Tensor");
+
+  // bang: per-sample gradient norms and BANG's per-sample scaling
+  m.def("per_sample_norm(Tensor x) -> Tensor");
+  m.def("bang_eta(Tensor norms, Tensor eps, Tensor? max_norm=None) -> Tensor");
+  m.def("bang_scale(Tensor grad, Tensor eps, Tensor? max_norm=None) -> (Tensor, Tensor)");
 }
 
 // robustops._C is a Python module only so that `import robustops._C` loads the

@@ -164,6 +164,54 @@ ROBUSTOPS_CPU_CLONES void binary_chunk(
   }
 }
 
+// The sum of squares of x[0..n) in double (see bang.h). Sixteen independent partial
+// sums: gcc may not reorder a floating-point reduction by itself (that would need
+// -ffast-math), but it does vectorize independent lanes.
+template <typename T>
+C10_ALWAYS_INLINE double sum_squares_lanes(const T* __restrict__ x, int64_t n) {
+  constexpr int kLanes = 16;
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const double v = static_cast<double>(x[i + j]);
+      acc[j] += v * v;
+    }
+  }
+  double total = 0.0;
+  for (; i < n; ++i) {
+    const double v = static_cast<double>(x[i]);
+    total += v * v;
+  }
+  for (int j = 0; j < kLanes; ++j) {
+    total += acc[j];
+  }
+  return total;
+}
+
+template <typename scalar_t>
+ROBUSTOPS_CPU_CLONES double sum_squares(const scalar_t* __restrict__ x, int64_t n) {
+  if constexpr (is_reduced<scalar_t>) {
+    float buf[kBlock];
+    double total = 0.0;
+    for (int64_t b = 0; b < n; b += kBlock) {
+      const int64_t m = std::min(kBlock, n - b);
+      load_block(x + b, buf, m);
+      total += sum_squares_lanes(buf, m);
+    }
+    return total;
+  } else {
+    return sum_squares_lanes(x, n);
+  }
+}
+
+// x * s, in the compute type (float for reduced storage, else the storage type).
+struct Multiply {
+  double s;
+  template <typename T>
+  C10_ALWAYS_INLINE T operator()(T x) const { return x * static_cast<T>(s); }
+};
+
 // out[i] = f(x[i]) for i < n.
 template <typename scalar_t, typename F>
 void unary_map(const scalar_t* x, scalar_t* out, int64_t n, F f) {
