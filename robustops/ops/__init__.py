@@ -1,6 +1,7 @@
 """The ops of robustops: compiled kernels with autograd, fake kernels for
 torch.compile, and a pure-PyTorch fallback."""
 
+from robustops.ops.bang import bang_eta, bang_scale, per_sample_norm
 from robustops.ops.saf import mrelu, rbf
 
-__all__ = ["mrelu", "rbf"]
+__all__ = ["mrelu", "rbf", "per_sample_norm", "bang_eta", "bang_scale"]

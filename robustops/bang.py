@@ -1,0 +1,471 @@
+"""BANG, Batch Adjusted Network Gradients (Rozsa, Günther, Boult 2018), as a
+drop-in for an existing model and training loop.
+
+BANG balances how much each sample of a batch contributes to a layer's weight
+update. For a layer with output y, kappa_i = dE/dy_i is the gradient of the batch
+loss w.r.t. sample i's output, n_i = ||kappa_i||_2 and m = max_j n_j. Then
+
+    eta_i = (m / n_i)^rho_i,     rho_i = eps_i (1 - n_i / m),
+
+and the layer's weight and bias gradients are formed from eta_i * kappa_i instead
+of kappa_i, then multiplied by beta. The gradient passed further down the network is
+formed from the unscaled kappa. eps_i is eps for correctly classified samples and
+ratio * eps for misclassified ones. A sample with n_i = 0 keeps eta_i = 1.
+
+Usage::
+
+    bang = robustops.bang.BANG(model, eps=0.815, beta=1.0, ratio=1.0)
+    for x, y in loader:
+        logits = model(x)
+        bang.observe(logits, y)          # optional: which samples are misclassified
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()                  # the BANG layers scale their weight gradients
+        optimizer.step()
+    bang.remove()                        # the plain model again
+
+Per-layer settings: ``BANG(model, overrides={"fc1": {"eps": 0.5}})`` or
+``bang.configure("fc1", beta=0.5)``. ``bang.disable()`` / ``bang.enable()`` switch
+it off and on, ``with bang.paused(): ...`` for a block. ``BANG(model, layers=[...])``
+picks the layers (names or modules); by default every module with a rule.
+
+Layers: nn.Linear and nn.Conv1d/2d/3d have rules. A new layer type gets BANG through
+``register_rule(LayerType, rule)`` with a ``BangRule`` (see its docstring): how to
+run the layer, its input gradient, its weight gradient summed over the batch, and
+its bias gradient per sample. The weight gradient of a sum over samples of
+kappa_i x_i products is linear in each, so BANG scales whichever of the input x or
+kappa is smaller by eta (mathematically equal); the bias gradient is
+sum_i eta_i * (kappa_i summed over its non-channel positions).
+
+Data parallel: under torch.distributed (DistributedDataParallel), m is the max over
+the global batch (an all-reduce per layer and step on a process group of its own),
+so the result equals a single-process run on the concatenated batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from typing import Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustops.ops import bang as _ops
+
+__all__ = ["BANG", "BangRule", "LinearRule", "ConvRule", "register_rule", "rule_for",
+           "misclassified"]
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+class BangRule:
+    """How BANG runs one layer type and forms its gradients.
+
+    Subclass it and register an instance with ``register_rule(LayerType, rule)``.
+    ``prepare`` runs outside BANG's autograd function (so anything it does is
+    differentiated normally) and returns the layer's input and a context; the other
+    methods get that context. Shapes: x is the prepared input, [N, ...]; kappa is
+    the gradient w.r.t. the layer's output, [N, ...].
+    """
+
+    def prepare(self, module: nn.Module, x: Tensor) -> Tuple[Tensor, object]:
+        return x, None
+
+    def forward(self, ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def input_grad(self, ctx, x: Tensor, weight: Tensor, kappa: Tensor) -> Tensor:
+        """dE/dx from kappa (unscaled)."""
+        raise NotImplementedError
+
+    def weight_grad(self, ctx, x: Tensor, weight: Tensor, kappa: Tensor) -> Tensor:
+        """sum_i dE/dW|_i: the plain weight gradient. BANG calls it with x or kappa
+        already scaled per sample by eta."""
+        raise NotImplementedError
+
+    def bias_grad_per_sample(self, ctx, kappa: Tensor) -> Tensor:
+        """[N, C]: each sample's bias gradient (kappa summed over non-channel dims)."""
+        raise NotImplementedError
+
+
+class LinearRule(BangRule):
+    """nn.Linear, for inputs [N, ..., in_features]."""
+
+    def prepare(self, module, x):
+        if x.dim() < 2:
+            raise ValueError(f"BANG: {type(module).__name__} needs a batch: input of shape [N, ..., "
+                             f"{module.in_features}], got {tuple(x.shape)}")
+        return x, None
+
+    def forward(self, ctx, x, weight, bias):
+        return F.linear(x, weight, bias)
+
+    def input_grad(self, ctx, x, weight, kappa):
+        return kappa.matmul(weight)
+
+    def weight_grad(self, ctx, x, weight, kappa):
+        return kappa.reshape(-1, kappa.shape[-1]).t().mm(x.reshape(-1, x.shape[-1]))
+
+    def bias_grad_per_sample(self, ctx, kappa):
+        return kappa.reshape(kappa.shape[0], -1, kappa.shape[-1]).sum(1)
+
+
+class ConvRule(BangRule):
+    """nn.Conv1d, nn.Conv2d and nn.Conv3d (not transposed), any stride, padding
+    (numbers, "same", "valid"), padding mode, dilation and groups."""
+
+    def prepare(self, module, x):
+        spatial = len(module.kernel_size)
+        if x.dim() != spatial + 2:
+            raise ValueError(f"BANG: {type(module).__name__} needs a batch: input of shape "
+                             f"[N, C, {', '.join('*' * spatial)}], got {tuple(x.shape)}")
+        padding = module.padding
+        if module.padding_mode != "zeros":
+            x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+            padding = (0,) * spatial
+        elif padding == "valid":
+            padding = (0,) * spatial
+        elif padding == "same":
+            # As F.conv: total padding dilation * (k - 1), the odd one on the right.
+            total = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
+            left = [t // 2 for t in total]
+            if any(t % 2 for t in total):
+                pads = []
+                for t, lo in reversed(list(zip(total, left))):
+                    pads += [lo, t - lo]
+                x = F.pad(x, pads)
+                padding = (0,) * spatial
+            else:
+                padding = tuple(left)
+        ctx = dict(stride=list(module.stride), padding=list(padding), dilation=list(module.dilation),
+                   groups=module.groups)
+        return x, ctx
+
+    def forward(self, ctx, x, weight, bias):
+        return torch.ops.aten.convolution(x, weight, bias, ctx["stride"], ctx["padding"],
+                                          ctx["dilation"], False, [0] * len(ctx["stride"]), ctx["groups"])
+
+    def _backward(self, ctx, x, weight, kappa, mask):
+        return torch.ops.aten.convolution_backward(
+            kappa, x, weight, None, ctx["stride"], ctx["padding"], ctx["dilation"], False,
+            [0] * len(ctx["stride"]), ctx["groups"], mask)
+
+    def input_grad(self, ctx, x, weight, kappa):
+        return self._backward(ctx, x, weight, kappa, [True, False, False])[0]
+
+    def weight_grad(self, ctx, x, weight, kappa):
+        return self._backward(ctx, x, weight, kappa, [False, True, False])[1]
+
+    def bias_grad_per_sample(self, ctx, kappa):
+        return kappa.sum(dim=tuple(range(2, kappa.dim())))
+
+
+_RULES: Dict[Type[nn.Module], BangRule] = {}
+
+
+def register_rule(layer_type: Type[nn.Module], rule: BangRule) -> None:
+    """Give ``layer_type`` (and its subclasses without a rule of their own) BANG."""
+    if not (isinstance(layer_type, type) and issubclass(layer_type, nn.Module)):
+        raise TypeError(f"register_rule: argument 'layer_type' must be an nn.Module subclass, got {layer_type!r}")
+    if not isinstance(rule, BangRule):
+        raise TypeError(f"register_rule: argument 'rule' must be a BangRule, got {type(rule).__name__}")
+    _RULES[layer_type] = rule
+
+
+def rule_for(module: nn.Module) -> Optional[BangRule]:
+    """The rule of the module's type (the nearest registered base class), or None."""
+    for cls in type(module).__mro__:
+        if cls in _RULES:
+            return _RULES[cls]
+    return None
+
+
+register_rule(nn.Linear, LinearRule())
+for _conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+    register_rule(_conv, ConvRule())
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def misclassified(logits: Tensor, targets: Tensor) -> Tensor:
+    """The bool mask of samples whose top-scoring class is not the target."""
+    if logits.dim() != 2:
+        raise ValueError(f"misclassified: argument 'logits' must have shape [N, classes], got {tuple(logits.shape)}")
+    if targets.shape != (logits.shape[0],):
+        raise ValueError(f"misclassified: argument 'targets' must have shape ({logits.shape[0]},), "
+                         f"got {tuple(targets.shape)}")
+    return logits.detach().argmax(1) != targets
+
+
+def _check_eps_beta(where: str, eps, beta) -> None:
+    if eps is not None and not (isinstance(eps, (int, float)) and eps >= 0):
+        raise ValueError(f"{where}: argument 'eps' must be a number >= 0, got {eps!r}")
+    if beta is not None and not (isinstance(beta, (int, float)) and beta > 0):
+        raise ValueError(f"{where}: argument 'beta' must be a number > 0, got {beta!r}")
+
+
+class _Layer:
+    """One BANG layer: its module, rule, own settings, and the original forward."""
+
+    def __init__(self, bang: "BANG", name: str, module: nn.Module, rule: BangRule):
+        self.bang = bang
+        self.name, self.module, self.rule = name, module, rule
+        self.eps: Optional[float] = None  # None: the BANG default
+        self.beta: Optional[float] = None
+
+    @property
+    def effective_eps(self) -> float:
+        return self.bang.eps if self.eps is None else self.eps
+
+    @property
+    def effective_beta(self) -> float:
+        return self.bang.beta if self.beta is None else self.beta
+
+    def eta(self, kappa: Tensor) -> Tensor:
+        """eta_i for this layer's kappa (float64 [N]), with the global max under
+        torch.distributed."""
+        bang = self.bang
+        n = kappa.shape[0]
+        mask = bang._misclassified
+        if mask is not None and mask.shape != (n,):
+            raise ValueError(
+                f"BANG: the misclassified mask given to observe() has {mask.shape[0]} entries but the "
+                f"batch at layer '{self.name}' has {n}: call observe() with this step's logits, or "
+                "bang.observe(None) to clear it")
+        norms = _ops.per_sample_norm(kappa.detach())
+        max_norm = None
+        group = bang._group()
+        if group is not None:
+            max_norm = norms.amax().double() if n else norms.new_zeros((), dtype=torch.float64)
+            torch.distributed.all_reduce(max_norm, op=torch.distributed.ReduceOp.MAX, group=group)
+        return _ops.bang_eta(norms.double(), self.effective_eps, misclassified=mask,
+                             ratio=bang.ratio, max_norm=max_norm)
+
+
+class _BangFunction(torch.autograd.Function):
+    """y = layer(x); backward: dE/dx from kappa, dE/dW and dE/db from eta * kappa."""
+
+    @staticmethod
+    def forward(x, weight, bias, layer, ctx_data):
+        return layer.rule.forward(ctx_data, x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, layer, ctx_data = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.layer, ctx.ctx_data, ctx.has_bias = layer, ctx_data, bias is not None
+
+    @staticmethod
+    def backward(ctx, kappa):
+        x, weight = ctx.saved_tensors
+        layer, data = ctx.layer, ctx.ctx_data
+        rule = layer.rule
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = rule.input_grad(data, x, weight, kappa) if need_x else None
+        grad_w = grad_b = None
+        if need_w or need_b:
+            eta = layer.eta(kappa)
+            beta = layer.effective_beta
+            n = kappa.shape[0]
+            if need_w:
+                # Scale the smaller of x and kappa: mathematically the same product.
+                if x.numel() <= kappa.numel():
+                    e = eta.to(x.dtype).reshape((n,) + (1,) * (x.dim() - 1))
+                    grad_w = rule.weight_grad(data, x * e, weight, kappa)
+                else:
+                    e = eta.to(kappa.dtype).reshape((n,) + (1,) * (kappa.dim() - 1))
+                    grad_w = rule.weight_grad(data, x, weight, kappa * e)
+                if beta != 1:
+                    grad_w = grad_w * beta
+            if need_b:
+                per_sample = rule.bias_grad_per_sample(data, kappa)
+                grad_b = eta.to(per_sample.dtype).matmul(per_sample)
+                if beta != 1:
+                    grad_b = grad_b * beta
+        return grad_x, grad_w, grad_b, None, None
+
+
+def _bang_forward(layer: _Layer):
+    """The forward installed on a BANG layer's module (an instance attribute, so the
+    module's class, parameters and state_dict stay as they are)."""
+    module = layer.module
+    original = type(module).forward
+
+    def forward(self, x, *args, **kwargs):
+        if args or kwargs or not layer.bang.enabled or not torch.is_grad_enabled():
+            return original(self, x, *args, **kwargs)
+        x, data = layer.rule.prepare(self, x)
+        return _BangFunction.apply(x, self.weight, getattr(self, "bias", None), layer, data)
+
+    return types.MethodType(forward, module)
+
+
+# ----------------------------------------------------------------------------- BANG
+
+
+LayerSpec = Union[str, nn.Module]
+
+
+class BANG:
+    """BANG on the layers of ``model`` (see the module docstring).
+
+    Args:
+        model: the model; its layers are changed in place (their forward), nothing
+            else. ``remove()`` restores them.
+        eps: the exponent scale eps (>= 0); the paper uses 0.815 for LeNet on MNIST
+            and 0.855 for CIFAR-10. ``eps=0, beta=1`` is plain training.
+        beta: the factor of the BANG layers' weight and bias gradients (> 0); the
+            paper uses 1.0 (MNIST) and 0.4 (CIFAR-10).
+        ratio: misclassified samples (see ``observe``) use ``ratio * eps``; the paper
+            uses 1.0 (MNIST) and 0.5 (CIFAR-10).
+        layers: the layers to apply BANG to, as names or modules; default: every
+            module that has a rule (Linear, Conv1d/2d/3d and registered types).
+        overrides: {layer name: {"eps": ..., "beta": ...}} per-layer settings.
+        process_group: under torch.distributed, the group to take the batch max
+            over; "auto" (default) makes a group of all ranks when torch.distributed
+            is initialized with more than one process (a collective call: every rank
+            must construct BANG), None uses the local batch only.
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 0.815, beta: float = 1.0, ratio: float = 1.0, *,
+                 layers: Optional[Iterable[LayerSpec]] = None,
+                 overrides: Optional[Mapping[str, Mapping[str, float]]] = None,
+                 process_group="auto"):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"BANG: argument 'model' must be an nn.Module, got {type(model).__name__}")
+        _check_eps_beta("BANG", eps, beta)
+        if not (isinstance(ratio, (int, float)) and ratio >= 0):
+            raise ValueError(f"BANG: argument 'ratio' must be a number >= 0, got {ratio!r}")
+        self.model = model
+        self.eps, self.beta, self.ratio = float(eps), float(beta), float(ratio)
+        self.enabled = True
+        self._misclassified: Optional[Tensor] = None
+        self.layers: Dict[str, _Layer] = {}
+        self._process_group = self._resolve_group(process_group)
+
+        names = {m: n for n, m in model.named_modules()}
+        if layers is None:
+            chosen = [(n, m) for n, m in model.named_modules() if rule_for(m) is not None]
+        else:
+            modules = dict(model.named_modules())
+            chosen = []
+            for spec in layers:
+                if isinstance(spec, str):
+                    if spec not in modules:
+                        raise ValueError(f"BANG: argument 'layers': no module named {spec!r} in the model")
+                    chosen.append((spec, modules[spec]))
+                elif isinstance(spec, nn.Module) and spec in names:
+                    chosen.append((names[spec], spec))
+                else:
+                    raise ValueError(f"BANG: argument 'layers': {spec!r} is not a module of the model")
+        for name, module in chosen:
+            rule = rule_for(module)
+            if rule is None:
+                raise TypeError(f"BANG: layer '{name}' ({type(module).__name__}) has no BANG rule; "
+                                "robustops.bang.register_rule adds one")
+            if getattr(module, "weight", None) is None:
+                raise TypeError(f"BANG: layer '{name}' ({type(module).__name__}) has no weight")
+            if "forward" in vars(module):
+                raise RuntimeError(f"BANG: layer '{name}' already has its forward replaced "
+                                   "(is BANG applied to it twice?)")
+            self.layers[name] = _Layer(self, name, module, rule)
+        for name, settings in (overrides or {}).items():
+            self.configure(name, **settings)
+        for layer in self.layers.values():
+            layer.module.forward = _bang_forward(layer)
+
+    # -- settings ------------------------------------------------------------------
+
+    def configure(self, layer: LayerSpec, *, eps: Optional[float] = None, beta: Optional[float] = None) -> None:
+        """Set a layer's own eps and/or beta (None: keep; the defaults are BANG's)."""
+        _check_eps_beta(f"BANG.configure({layer!r})", eps, beta)
+        target = self._layer(layer)
+        if eps is not None:
+            target.eps = float(eps)
+        if beta is not None:
+            target.beta = float(beta)
+
+    def _layer(self, spec: LayerSpec) -> _Layer:
+        for name, layer in self.layers.items():
+            if spec == name or spec is layer.module:
+                return layer
+        raise ValueError(f"BANG: {spec!r} is not one of its layers ({', '.join(self.layers) or 'none'})")
+
+    def settings(self) -> Dict[str, Dict[str, float]]:
+        """{layer name: {"eps": ..., "beta": ...}} as they apply now."""
+        return {n: {"eps": l.effective_eps, "beta": l.effective_beta} for n, l in self.layers.items()}
+
+    # -- misclassified samples -------------------------------------------------------
+
+    def observe(self, logits: Optional[Tensor], targets: Optional[Tensor] = None) -> Optional[Tensor]:
+        """Mark this step's misclassified samples (top class != target); they use
+        ``ratio * eps`` in the next backward passes, until the next ``observe``.
+        ``observe(None)`` clears the mask. Returns the mask."""
+        if logits is None:
+            self._misclassified = None
+            return None
+        if targets is None:
+            raise ValueError("BANG.observe: argument 'targets' is required with 'logits'")
+        self._misclassified = misclassified(logits, targets)
+        return self._misclassified
+
+    def set_misclassified(self, mask: Optional[Tensor]) -> None:
+        """Mark misclassified samples with a bool mask [N] (None clears it)."""
+        if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 1):
+            raise TypeError("BANG.set_misclassified: argument 'mask' must be a 1-d bool tensor, got "
+                            f"{getattr(mask, 'dtype', type(mask).__name__)}")
+        self._misclassified = None if mask is None else mask.detach()
+
+    # -- on, off, gone -----------------------------------------------------------------
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def disable(self) -> None:
+        """Plain training until ``enable()`` (the layers stay wrapped)."""
+        self.enabled = False
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        was = self.enabled
+        self.enabled = False
+        try:
+            yield
+        finally:
+            self.enabled = was
+
+    def remove(self) -> nn.Module:
+        """Restore every layer's own forward; returns the (plain) model."""
+        for layer in self.layers.values():
+            if "forward" in vars(layer.module):
+                del layer.module.forward
+        self.layers = {}
+        return self.model
+
+    def __enter__(self) -> "BANG":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return (f"BANG(eps={self.eps}, beta={self.beta}, ratio={self.ratio}, enabled={self.enabled}, "
+                f"layers=[{', '.join(self.layers)}])")
+
+    # -- distributed ---------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_group(group):
+        dist = torch.distributed
+        if group == "auto":
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                return dist.new_group()
+            return None
+        return group
+
+    def _group(self):
+        return self._process_group
