@@ -5,7 +5,13 @@ dtype, device and size, the implementations to compare, how to make the inputs,
 and the timed statements. The runner (bench/run.py) does the rest with the helpers
 here: correctness check, timing with ``torch.utils.benchmark``, the copy_/clone
 bandwidth limits, saved-for-backward memory, targets, metadata and the reports
-(markdown tables and a bandwidth plot).
+(markdown tables and a bandwidth plot). A case can be forward-only (an op that is
+not differentiable): then only its forward is checked, timed and reported.
+
+Whole training steps of a model do not fit that elementwise model (no bandwidth
+limit applies): a family describes them as ``StepCase`` objects, variants of one
+step timed round-robin against a baseline variant (``time_interleaved``), and
+they get their own records (``results["steps"]``) and report sections.
 
 Units: times in seconds in the JSON (microseconds in the tables), bandwidths in
 GB/s (1e9 bytes per second), sizes as element counts.
@@ -117,6 +123,12 @@ class Case:
     inputs requiring grad and must reset their ``.grad`` itself (it is the timed
     statement). The same expressions serve the correctness check, so what is
     checked is what is timed.
+
+    ``forward_only`` cases (ops that are not differentiable) have no
+    forward+backward pass: no backward check, timing or saved-for-backward memory,
+    and ``bytes_forward_backward`` is None. ``label`` names the size in titles and
+    tables when the element count alone says too little (a layer's output shape);
+    by default it is the element count (2^k).
     """
 
     family: str
@@ -127,7 +139,7 @@ class Case:
     impls: dict[str, Callable[..., Any]]  # display order; includes ``reference``
     make_inputs: Callable[[], dict[str, Tensor]]
     bytes_forward: int  # least bytes a forward must move (read inputs, write outputs)
-    bytes_forward_backward: int  # same for forward + backward
+    bytes_forward_backward: Optional[int]  # same for forward + backward; None if forward_only
     input_bytes: int  # the denominator of the saved-memory ratio
     reference: str = EAGER
     compiled: frozenset[str] = frozenset({COMPILED, COMPILED_COMPOSITE})  # need a warm-up compile
@@ -137,16 +149,30 @@ class Case:
     tolerances: dict[str, float] = field(default_factory=dict)  # for assert_close
     notes: list[str] = field(default_factory=list)
     limit_numel: Optional[int] = None  # a copy of this many elements moves bytes_forward
+    forward_only: bool = False  # not differentiable: the forward pass only
+    label: Optional[str] = None  # the size as shown; default size_label(numel)
 
     def __post_init__(self) -> None:
         if self.reference not in self.impls:
             raise ValueError(f"{self.op}: reference {self.reference!r} is not among the impls")
+        if not self.forward_only and self.bytes_forward_backward is None:
+            raise ValueError(f"{self.op}: bytes_forward_backward is required unless forward_only")
         if self.limit_numel is None:
             self.limit_numel = self.numel
 
     @property
+    def passes(self) -> tuple[str, ...]:
+        """The passes measured: (forward,) for a forward-only case, else both."""
+        return (FORWARD,) if self.forward_only else PASSES
+
+    @property
+    def size(self) -> str:
+        return self.label or size_label(self.numel)
+
+    @property
     def title(self) -> str:
-        return f"{self.op} {dtype_name(self.dtype)} N={size_label(self.numel)}"
+        return f"{self.op} {dtype_name(self.dtype)} " + (
+            self.label if self.label else f"N={size_label(self.numel)}")
 
     def namespaces(self, inputs: Mapping[str, Tensor]) -> tuple[dict, dict]:
         """(forward namespace, forward+backward namespace) without ``f``: plain
@@ -252,19 +278,22 @@ def _forward_backward(case: Case, fn: Callable, ns: dict) -> list[Optional[Tenso
 def check_correctness(case: Case, fwd_ns: dict, bwd_ns: dict) -> None:
     """Every implementation's forward output and input gradients agree with the
     reference's (torch.testing.assert_close, with the case's tolerances). Raises
-    CorrectnessError naming the op, implementation, pass, dtype and size."""
+    CorrectnessError naming the op, implementation, pass, dtype and size. A
+    forward-only case checks the forward only."""
     ref_fn = case.impls[case.reference]
     ref_out = _forward(case, ref_fn, fwd_ns)
-    ref_grads = _forward_backward(case, ref_fn, bwd_ns)
-    if any(g is None for g in ref_grads):
-        raise CorrectnessError(f"{case.title}: the {case.reference} gives no input gradient")
+    ref_grads = None
+    if not case.forward_only:
+        ref_grads = _forward_backward(case, ref_fn, bwd_ns)
+        if any(g is None for g in ref_grads):
+            raise CorrectnessError(f"{case.title}: the {case.reference} gives no input gradient")
     for name, fn in case.impls.items():
         if name == case.reference:
             continue
-        for what, get, expected in (
-            (FORWARD, lambda: _forward(case, fn, fwd_ns), ref_out),
-            ("backward", lambda: _forward_backward(case, fn, bwd_ns), ref_grads),
-        ):
+        checks = [(FORWARD, lambda: _forward(case, fn, fwd_ns), ref_out)]
+        if not case.forward_only:
+            checks.append(("backward", lambda: _forward_backward(case, fn, bwd_ns), ref_grads))
+        for what, get, expected in checks:
             try:
                 actual = get()
                 torch.testing.assert_close(actual, expected, **case.tolerances)

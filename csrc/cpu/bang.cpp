@@ -86,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor> bang_scale(const at::Tensor& grad, const at::
     // Second pass: out = eta_i * grad_i, in parallel chunks that may span samples.
     const scalar_t* in = b.data.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    const int64_t d = std::max<int64_t>(b.d, 1);
+    const int64_t d = b.d;
     at::parallel_for(0, b.n * d, cpu::kGrainSize, [&](int64_t begin, int64_t end) {
       for (int64_t s = begin / d; s * d < end; ++s) {
         const int64_t lo = std::max(begin, s * d), hi = std::min(end, (s + 1) * d);

@@ -8,7 +8,9 @@ ops.
 Each is robustops::<op> (schema in csrc/ops.cpp, kernels in csrc/cpu/bang.cpp and
 csrc/cuda/bang.cu; math in csrc/include/robustops/bang.h) with a fake kernel for
 torch.compile and a fallback to robustops.reference.bang. Norms are accumulated in
-float64 and returned in float32 (float64 for float64 input). ``eps`` is a number or
+float64 and returned in float32 (float64 for float64 input): exact for any float32,
+float16 or bfloat16 gradient, and for float64 gradients with entries between about
+1e-154 and 1e154 (beyond, the squares overflow or vanish in float64). ``eps`` is a number or
 one value per sample; with ``misclassified`` (a bool mask) and ``ratio``, the
 misclassified samples use ``ratio * eps``. ``max_norm`` is the batch max m when the
 batch is part of a larger one (data parallelism); m = max(max_norm, local max).

@@ -35,7 +35,8 @@ def _norm_dtype(x: Tensor) -> torch.dtype:
 def per_sample_norm(x: Tensor) -> Tensor:
     """||x_i||_2 of every sample (dim 0), accumulated in float64."""
     n = x.shape[0]
-    return x.detach().reshape(n, -1).double().square().sum(1).sqrt().to(_norm_dtype(x))
+    flat = x.detach().reshape(n, x.numel() // n if n else 0)
+    return flat.double().square().sum(1).sqrt().to(_norm_dtype(x))
 
 
 def bang_eta(norms: Tensor, eps: Tensor, max_norm: Optional[Tensor] = None) -> Tensor:

@@ -21,9 +21,11 @@ inline Batch batch(const char* op, const char* arg, const at::Tensor& grad) {
               "' must have a batch dimension first, [N, ...]; got a 0-d tensor");
   const int64_t n = grad.size(0);
   const int64_t d = n == 0 ? 0 : grad.numel() / n;
-  // Contiguous, channels-last and any other dense layout with the batch dimension
-  // outermost keep each sample's block contiguous: use them as they are.
-  const bool blocks = grad.is_non_overlapping_and_dense() && (n <= 1 || grad.stride(0) == d);
+  // Contiguous and channels-last layouts keep each sample's block contiguous: use
+  // them as they are (robustops/ops/bang.py's fake kernel follows the same rule).
+  const bool blocks = grad.is_contiguous() ||
+                      grad.is_contiguous(at::MemoryFormat::ChannelsLast) ||
+                      grad.is_contiguous(at::MemoryFormat::ChannelsLast3d);
   return {blocks ? grad : grad.contiguous(), n, d};
 }
 
