@@ -37,6 +37,11 @@ kappa_i x_i products is linear in each, so BANG scales whichever of the input x 
 kappa is smaller by eta (mathematically equal); the bias gradient is
 sum_i eta_i * (kappa_i summed over its non-channel positions).
 
+torch.compile: a compiled model runs each BANG layer eagerly (a graph break), since
+its backward reads BANG's state when it runs. A copy of the model made while BANG
+is applied (copy.deepcopy) keeps the BANG forwards, tied to this BANG object; make
+copies before applying BANG or after ``remove()``.
+
 Data parallel: under torch.distributed (DistributedDataParallel), m is the max over
 the global batch (an all-reduce per layer and step on a process group of its own),
 so the result equals a single-process run on the concatenated batch.
@@ -90,6 +95,15 @@ class BangRule:
         """[N, C]: each sample's bias gradient (kappa summed over non-channel dims)."""
         raise NotImplementedError
 
+    def plain_grads(self, ctx, x: Tensor, weight: Tensor, kappa: Tensor, needs) -> tuple:
+        """(dE/dx, dE/dW, dE/db) as plain autograd forms them, for eps = 0 (every
+        eta_i = 1): override it to call the same kernels as the layer's own backward,
+        so that BANG with eps = 0 and beta = 1 reproduces plain training bit for bit."""
+        need_x, need_w, need_b = needs
+        return (self.input_grad(ctx, x, weight, kappa) if need_x else None,
+                self.weight_grad(ctx, x, weight, kappa) if need_w else None,
+                self.bias_grad_per_sample(ctx, kappa).sum(0) if need_b else None)
+
 
 class LinearRule(BangRule):
     """nn.Linear, for inputs [N, ..., in_features]."""
@@ -111,6 +125,12 @@ class LinearRule(BangRule):
 
     def bias_grad_per_sample(self, ctx, kappa):
         return kappa.reshape(kappa.shape[0], -1, kappa.shape[-1]).sum(1)
+
+    def plain_grads(self, ctx, x, weight, kappa, needs):
+        need_x, need_w, need_b = needs
+        return (self.input_grad(ctx, x, weight, kappa) if need_x else None,
+                self.weight_grad(ctx, x, weight, kappa) if need_w else None,
+                kappa.reshape(-1, kappa.shape[-1]).sum(0) if need_b else None)
 
 
 class ConvRule(BangRule):
@@ -148,9 +168,9 @@ class ConvRule(BangRule):
         return torch.ops.aten.convolution(x, weight, bias, ctx["stride"], ctx["padding"],
                                           ctx["dilation"], False, [0] * len(ctx["stride"]), ctx["groups"])
 
-    def _backward(self, ctx, x, weight, kappa, mask):
+    def _backward(self, ctx, x, weight, kappa, mask, bias_sizes=None):
         return torch.ops.aten.convolution_backward(
-            kappa, x, weight, None, ctx["stride"], ctx["padding"], ctx["dilation"], False,
+            kappa, x, weight, bias_sizes, ctx["stride"], ctx["padding"], ctx["dilation"], False,
             [0] * len(ctx["stride"]), ctx["groups"], mask)
 
     def input_grad(self, ctx, x, weight, kappa):
@@ -161,6 +181,11 @@ class ConvRule(BangRule):
 
     def bias_grad_per_sample(self, ctx, kappa):
         return kappa.sum(dim=tuple(range(2, kappa.dim())))
+
+    def plain_grads(self, ctx, x, weight, kappa, needs):
+        need_x, need_w, need_b = needs
+        bias_sizes = [weight.shape[0]] if need_b else None
+        return self._backward(ctx, x, weight, kappa, [need_x, need_w, need_b], bias_sizes)
 
 
 _RULES: Dict[Type[nn.Module], BangRule] = {}
@@ -265,28 +290,39 @@ class _BangFunction(torch.autograd.Function):
         layer, data = ctx.layer, ctx.ctx_data
         rule = layer.rule
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = rule.input_grad(data, x, weight, kappa) if need_x else None
-        grad_w = grad_b = None
-        if need_w or need_b:
-            eta = layer.eta(kappa)
-            beta = layer.effective_beta
-            n = kappa.shape[0]
-            if need_w:
-                # Scale the smaller of x and kappa: mathematically the same product.
-                if x.numel() <= kappa.numel():
-                    e = eta.to(x.dtype).reshape((n,) + (1,) * (x.dim() - 1))
-                    grad_w = rule.weight_grad(data, x * e, weight, kappa)
-                else:
-                    e = eta.to(kappa.dtype).reshape((n,) + (1,) * (kappa.dim() - 1))
-                    grad_w = rule.weight_grad(data, x, weight, kappa * e)
-                if beta != 1:
-                    grad_w = grad_w * beta
-            if need_b:
-                per_sample = rule.bias_grad_per_sample(data, kappa)
-                grad_b = eta.to(per_sample.dtype).matmul(per_sample)
-                if beta != 1:
-                    grad_b = grad_b * beta
+        beta = layer.effective_beta
+        if layer.effective_eps == 0:
+            # Every eta_i is 1: the plain gradients (bit for bit), times beta.
+            grad_x, grad_w, grad_b = rule.plain_grads(data, x, weight, kappa, (need_x, need_w, need_b))
+        else:
+            grad_x = rule.input_grad(data, x, weight, kappa) if need_x else None
+            grad_w = grad_b = None
+            if need_w or need_b:
+                eta = layer.eta(kappa)
+                n = kappa.shape[0]
+                if need_w:
+                    # Scale the smaller of x and kappa: mathematically the same product.
+                    if x.numel() <= kappa.numel():
+                        e = eta.to(x.dtype).reshape((n,) + (1,) * (x.dim() - 1))
+                        grad_w = rule.weight_grad(data, x * e, weight, kappa)
+                    else:
+                        e = eta.to(kappa.dtype).reshape((n,) + (1,) * (kappa.dim() - 1))
+                        grad_w = rule.weight_grad(data, x, weight, kappa * e)
+                if need_b:
+                    per_sample = rule.bias_grad_per_sample(data, kappa)
+                    grad_b = eta.to(per_sample.dtype).matmul(per_sample)
+        if beta != 1:
+            grad_w = None if grad_w is None else grad_w * beta
+            grad_b = None if grad_b is None else grad_b * beta
         return grad_x, grad_w, grad_b, None, None
+
+
+@torch.compiler.disable
+def _apply(x: Tensor, weight: Tensor, bias: Optional[Tensor], layer: _Layer, data) -> Tensor:
+    # Opaque to torch.compile: the backward reads BANG's state when it runs (this
+    # step's misclassified mask, settings changed since the forward), which a graph
+    # traced ahead of time would freeze. A compiled model breaks its graph here.
+    return _BangFunction.apply(x, weight, bias, layer, data)
 
 
 def _bang_forward(layer: _Layer):
@@ -299,7 +335,7 @@ def _bang_forward(layer: _Layer):
         if args or kwargs or not layer.bang.enabled or not torch.is_grad_enabled():
             return original(self, x, *args, **kwargs)
         x, data = layer.rule.prepare(self, x)
-        return _BangFunction.apply(x, self.weight, getattr(self, "bias", None), layer, data)
+        return _apply(x, self.weight, getattr(self, "bias", None), layer, data)
 
     return types.MethodType(forward, module)
 
