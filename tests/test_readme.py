@@ -1,0 +1,22 @@
+"""The README's Python examples run as written."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def _examples():
+    with open(README) as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    # interactive sessions (">>>") show output; they are not scripts
+    return [b for b in blocks if not b.lstrip().startswith(">>>")]
+
+
+@pytest.mark.parametrize("code", _examples(), ids=lambda c: c.strip().splitlines()[0][:40])
+def test_readme_example_runs(code):
+    exec(compile(code, README, "exec"), {"__name__": "readme_example"})
