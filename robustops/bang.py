@@ -322,6 +322,15 @@ def _apply(x: Tensor, weight: Tensor, bias: Optional[Tensor], layer: _Layer, dat
     # Opaque to torch.compile: the backward reads BANG's state when it runs (this
     # step's misclassified mask, settings changed since the forward), which a graph
     # traced ahead of time would freeze. A compiled model breaks its graph here.
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        # What autocast does to linear and convolution layers, done before the
+        # function so that what it saves has the dtype its backward computes in.
+        dtype = torch.get_autocast_dtype(device)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+        with torch.autocast(device, enabled=False):
+            return _BangFunction.apply(x, weight, bias, layer, data)
     return _BangFunction.apply(x, weight, bias, layer, data)
 
 

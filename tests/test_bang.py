@@ -334,3 +334,37 @@ def test_compiled_training_step_matches_eager():
     assert_close(compiled_losses, eager_losses, rtol=1e-5, atol=1e-6)
     for a, b in zip(compiled_params, eager_params):
         assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autocast(device):
+    """Under autocast the BANG layers compute in the autocast dtype, like the plain
+    layers, and their gradients are close to float32 BANG's."""
+    dtype = torch.bfloat16
+    model = _net(device=device).float()
+    x, y = _data(device=device)
+    x = x.float()
+    reference = _bang_grads(model, x, y, eps=0.8)
+    bang = BANG(model, eps=0.8)
+    model.zero_grad()
+    with torch.autocast(device, dtype=dtype):
+        out = model(x)
+        assert out.dtype == dtype
+        loss = _loss(out, y)
+    loss.backward()
+    bang.remove()
+    for name, p in model.named_parameters():
+        assert p.grad.dtype == torch.float32
+        assert_close(p.grad, reference[name], rtol=0.1, atol=0.02 * reference[name].abs().max().item())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_models_on_cuda(dtype):
+    model = _net(device="cuda")
+    x, y = _data(device="cuda")
+    reference = _bang_grads(model.float(), x.float(), y, eps=0.8)
+    got = _bang_grads(model.to(dtype), x.to(dtype), y, eps=0.8)
+    for name in got:
+        assert got[name].dtype == dtype and torch.isfinite(got[name]).all()
+        assert_close(got[name].float(), reference[name], rtol=0.05, atol=0.02 * reference[name].abs().max().item())
