@@ -10,7 +10,7 @@ not differentiable): then only its forward is checked, timed and reported.
 
 Whole training steps of a model do not fit that elementwise model (no bandwidth
 limit applies): a family describes them as ``StepCase`` objects, variants of one
-step timed round-robin against a baseline variant (``time_interleaved``), and
+step timed in alternation against a baseline variant (``time_interleaved``), and
 they get their own records (``results["steps"]``) and report sections.
 
 Units: times in seconds in the JSON (microseconds in the tables), bandwidths in
@@ -25,6 +25,7 @@ import importlib.util
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -191,6 +192,41 @@ def randn(numel: int, dtype: torch.dtype, device: torch.device, seed: int) -> Te
     return torch.randn(numel, generator=gen, device=device, dtype=torch.float32).to(dtype)
 
 
+@dataclass
+class StepCase:
+    """One whole training step of a model (forward, backward, optimizer step) in
+    several variants, timed against the ``baseline`` variant.
+
+    ``make_steps()`` returns {variant: step}, in display order, where ``step()``
+    runs one training step; every variant owns its model copy, optimizer and batch,
+    so that the variants can be timed in alternation. ``check()`` runs before any
+    timing: it compares the variants' results (from the same initial weights) and
+    returns a sentence saying what it checked, or raises CorrectnessError. The
+    runner times the variants in alternation (``time_interleaved``) and reports each
+    variant's time and its ratio to the baseline's; ``info`` holds facts about the
+    step for the JSON record (model, batch, settings).
+    """
+
+    family: str
+    op: str
+    dtype: torch.dtype
+    device: torch.device
+    label: str  # what is stepped, e.g. "lenet_saf 64x1x28x28": the size column
+    make_steps: Callable[[], dict[str, Callable[[], Any]]]
+    check: Callable[[], str]
+    baseline: str
+    info: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> str:
+        return self.label
+
+    @property
+    def title(self) -> str:
+        return f"{self.op} {dtype_name(self.dtype)} {self.label}"
+
+
 # --------------------------------------------------------------------------- timing
 
 
@@ -235,6 +271,83 @@ def time_stmt(
         runs=len(m.times),
         number_per_run=m.number_per_run,
     )
+
+
+# time_interleaved: the length of one slice (one Timer.timeit of a statement).
+INTERLEAVE_SLICE_S = 0.05
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    return torch.tensor(values, dtype=torch.float64).quantile(q).item()
+
+
+def time_interleaved(
+    stmts: Mapping[str, tuple[str, dict]],
+    min_run_time: float,
+    slice_s: float = INTERLEAVE_SLICE_S,
+    *,
+    label: str = "",
+    sub_label: str = "",
+) -> dict[str, dict]:
+    """Time several statements in alternation, finely enough that the load of a
+    shared machine (which comes and goes over tenths of seconds to seconds) weighs
+    on all of them alike. ``stmts`` maps names to (statement, globals).
+
+    First a blocked_autorange(min_run_time=4 * slice_s) of each statement (a
+    warm-up, and the calibration: how many runs make a slice of about ``slice_s``
+    seconds, at least one). Then cycles: in each, every statement runs one slice
+    (torch.utils.benchmark Timer.timeit of that many runs) in turn, the order
+    reversed every other cycle, until each has run ``min_run_time`` seconds of
+    slices; one that is done sits the remaining cycles out.
+
+    Returns {name: {**Timing over the slices (median, IQR, mean of the per-run
+    time of each slice; runs = slices), "slices_s": [the per-run time of the
+    slice of every cycle, None where it sat out], "autorange": the calibration's
+    Timing}}; ``interleaved_ratio`` compares two of them slice by slice."""
+    names = list(stmts)
+    timers = {n: Timer(stmt=stmt, globals=globals, num_threads=torch.get_num_threads(),
+                       label=label, sub_label=sub_label, description=n)
+              for n, (stmt, globals) in stmts.items()}
+    number: dict[str, int] = {}
+    autorange: dict[str, dict] = {}
+    for n, timer in timers.items():
+        m = timer.blocked_autorange(min_run_time=4 * slice_s)
+        number[n] = max(1, round(slice_s / m.median))
+        autorange[n] = Timing(median_s=m.median, iqr_s=m.iqr, mean_s=m.mean, runs=len(m.times),
+                              number_per_run=m.number_per_run).to_json()
+    slices: dict[str, list[Optional[float]]] = {n: [] for n in names}
+    spent = {n: 0.0 for n in names}
+    cycle = 0
+    while any(spent[n] < min_run_time for n in names):
+        for n in (names if cycle % 2 == 0 else names[::-1]):
+            if spent[n] >= min_run_time:
+                slices[n].append(None)
+                continue
+            m = timers[n].timeit(number[n])
+            slices[n].append(m.median)
+            spent[n] += m.median * number[n]
+        cycle += 1
+    out: dict[str, dict] = {}
+    for n in names:
+        times = [t for t in slices[n] if t is not None]
+        t = Timing(median_s=_quantile(times, 0.5),
+                   iqr_s=_quantile(times, 0.75) - _quantile(times, 0.25),
+                   mean_s=statistics.fmean(times), runs=len(times), number_per_run=number[n])
+        out[n] = {**t.to_json(), "slices_s": slices[n], "autorange": autorange[n]}
+    return out
+
+
+def interleaved_ratio(timed: Mapping[str, dict], name: str, baseline: str) -> dict:
+    """t_name / t_baseline from ``time_interleaved``, slice by slice: the ratio of
+    each cycle's two slices (run within a fraction of a second of each other),
+    over the cycles both ran in. "ratio" is their median, with their quartiles;
+    "ratio_of_sums" the sum of the one's slices over the other's."""
+    pairs = [(a, b) for a, b in zip(timed[name]["slices_s"], timed[baseline]["slices_s"])
+             if a is not None and b is not None]
+    ratios = [a / b for a, b in pairs]
+    return {"ratio": _quantile(ratios, 0.5), "q25": _quantile(ratios, 0.25),
+            "q75": _quantile(ratios, 0.75), "pairs": len(pairs),
+            "ratio_of_sums": sum(a for a, _ in pairs) / sum(b for _, b in pairs)}
 
 
 def measure_limits(
@@ -353,8 +466,10 @@ def _compiled_graph_count() -> int:
 
 @dataclass(frozen=True)
 class Target:
-    """A goal for one op: ``value(case_record)`` compared with ``threshold``, at one
-    dtype and size, on the device benchmarked."""
+    """A goal for one op: ``value(record)`` compared with ``threshold``, at one
+    dtype and size, on the device benchmarked. The record is a case's or, for a
+    training step, a step's; it is found by op, dtype and element count, or by its
+    size label when ``size`` is given (layer shapes, models)."""
 
     op: str
     metric: str
@@ -362,15 +477,21 @@ class Target:
     threshold: float
     at_least: bool = True  # value >= threshold; else value <= threshold
     dtype: torch.dtype = torch.float32
-    numel: int = 2**24
+    numel: Optional[int] = 2**24
+    size: Optional[str] = None  # match the record's "size" instead of its "numel"
 
     @property
     def goal(self) -> str:
         return f"{'>=' if self.at_least else '<='} {self.threshold:.2f}"
 
-    def evaluate(self, cases: Iterable[dict], device: str) -> dict:
-        rec = next((c for c in cases if c["op"] == self.op and c["dtype"] == dtype_name(self.dtype)
-                    and c["numel"] == self.numel and c.get("status") == "ok"), None)
+    def matches(self, rec: dict) -> bool:
+        return (rec["op"] == self.op and rec["dtype"] == dtype_name(self.dtype)
+                and rec.get("status") == "ok"
+                and (rec.get("size") == self.size if self.size is not None
+                     else rec.get("numel") == self.numel))
+
+    def evaluate(self, records: Iterable[dict], device: str) -> dict:
+        rec = next((r for r in records if self.matches(r)), None)
         value = None
         if rec is not None:
             try:
@@ -382,6 +503,7 @@ class Target:
         return {
             "op": self.op, "metric": self.metric, "device": device,
             "dtype": dtype_name(self.dtype), "numel": self.numel,
+            "size": self.size if self.size is not None else size_label(self.numel),
             "value": value, "target": self.goal, "threshold": self.threshold,
             "at_least": self.at_least, "hit": hit,
         }
@@ -400,6 +522,11 @@ def speedup_of(pass_: str, other: str) -> Callable[[dict], Optional[float]]:
 def saved_ratio_of(impl: str) -> Callable[[dict], Optional[float]]:
     """Target value: bytes saved for backward by ``impl`` / bytes of the input."""
     return lambda rec: rec["saved"][impl]["relative_to_input"]
+
+
+def step_ratio_of(variant: str) -> Callable[[dict], Optional[float]]:
+    """Target value (a step record): t_variant / t_baseline, the interleaved ratio."""
+    return lambda rec: rec["ratios"][variant]["ratio"]
 
 
 # --------------------------------------------------------------------------- metadata
@@ -576,6 +703,56 @@ def _limit(results: dict, dtype: str, numel: int) -> Optional[dict]:
     return next((l for l in results["limits"] if l["dtype"] == dtype and l["numel"] == numel), None)
 
 
+def _size(rec: dict) -> str:
+    """A record's size as shown: its label, else its element count."""
+    return rec.get("size") or size_label(rec["numel"])
+
+
+def _step_groups(steps: list[dict]) -> list[tuple[str, str, list[dict]]]:
+    """(op, dtype, successful step records in run order) in first-seen order."""
+    keys: list[tuple[str, str]] = []
+    for s in steps:
+        if s.get("status") == "ok" and (s["op"], s["dtype"]) not in keys:
+            keys.append((s["op"], s["dtype"]))
+    return [(op, dt, [s for s in steps if s["op"] == op and s["dtype"] == dt
+                      and s.get("status") == "ok"]) for op, dt in keys]
+
+
+def _step_ratio(r: dict) -> str:
+    """An interleaved ratio and, in parentheses, the quartiles of its per-cycle ratios."""
+    return f"{r['ratio']:.3f} ({r['q25']:.3f}–{r['q75']:.3f})"
+
+
+def _steps_report(steps: list[dict], dev: str) -> list[str]:
+    """The training-step sections: per op and dtype, each variant's time and its
+    ratio to the baseline (with the quartiles of the per-cycle ratios)."""
+    out: list[str] = []
+    for op, dt, recs in _step_groups(steps):
+        variants = list(recs[0]["variants"])
+        baseline = recs[0]["baseline"]
+        others = [v for v in variants if v != baseline]
+        out += ["", f"## {op} ({dt}): whole training steps ({dev})", "", md_table(
+            ["step"] + [f"{v} µs" for v in variants] + [f"{o} / {baseline}" for o in others],
+            [[r["size"]] + [_t(r["variants"][v]) for v in variants]
+             + [_step_ratio(r["ratios"][o]) for o in others] for r in recs])]
+        rec = recs[0]
+        out += ["", "Interleaved timing (bench.common.time_interleaved): after a "
+                "blocked_autorange of each variant (warm-up and calibration), cycles in which "
+                f"every variant runs one slice of about {rec['slice_s'] * 1e3:g} ms (a "
+                "torch.utils.benchmark Timer.timeit of one or more steps) in turn, the order "
+                "reversed every other cycle, until each has run "
+                f"{rec['min_run_time_s']:g} s; so the drifting load of a shared machine weighs "
+                "on all variants alike. Times: the median over a variant's slices of the time "
+                "per step (µs). Ratios: the median over the cycles of the ratio of the two "
+                "variants' slices in that cycle (run within a fraction of a second of each "
+                "other), in parentheses the quartiles of those per-cycle ratios."]
+        checks = sorted({r["correctness"] for r in recs})
+        out += [""] + [f"Checked: {c}" for c in checks]
+        notes = sorted({n for r in recs for n in r.get("notes", [])})
+        out += [""] + [f"Note: {n}" for n in notes] if notes else []
+    return out
+
+
 def markdown_report(results: dict) -> str:
     """All the tables of a run, as markdown."""
     meta = results["metadata"]
@@ -602,43 +779,55 @@ def markdown_report(results: dict) -> str:
     ]
     if results.get("targets"):
         out += ["", f"## Targets ({dev})", "", md_table(
-            ["op", "metric", "dtype", "N", "measured", "target", "result"],
-            [[t["op"], t["metric"], t["dtype"], size_label(t["numel"]),
+            ["op", "metric", "dtype", "size", "measured", "target", "result"],
+            [[t["op"], t["metric"], t["dtype"], t.get("size") or size_label(t["numel"]),
               "not measured" if t["value"] is None else f"{t['value']:.2f}", t["target"],
               "—" if t["hit"] is None else ("hit" if t["hit"] else "MISS")]
              for t in results["targets"]])]
 
     for op, dt, recs in _groups(results["cases"]):
         impls = list(recs[0]["passes"][FORWARD])
-        out += ["", f"## {op} ({dt})", "", f"### {FORWARD}: time (µs)", "", md_table(
+        forward_only = FORWARD_BACKWARD not in recs[0]["passes"]
+        out += ["", f"## {op} ({dt}{', forward only' if forward_only else ''})", "",
+                f"### {FORWARD}: time (µs)", "", md_table(
             ["N", COPY, CLONE] + impls,
-            [[size_label(r["numel"]),
-              *(_t(_limit(results, dt, r["limit_numel"])[lim]) for lim in LIMITS)]
+            [[_size(r), *(_t(_limit(results, dt, r["limit_numel"])[lim]) for lim in LIMITS)]
              + [_t(r["passes"][FORWARD][i]) for i in impls] for r in recs])]
         out += ["", f"### {FORWARD}: bandwidth as a fraction of the {COPY} / {CLONE} limits",
                 "", md_table(
             ["N"] + [f"{i} vs {lim}" for i in impls for lim in LIMITS],
-            [[size_label(r["numel"])]
+            [[_size(r)]
              + [_ratio(r["passes"][FORWARD][i][f"fraction_of_{lim}"]) for i in impls for lim in LIMITS]
              for r in recs])]
         others = [i for i in impls if i != ROBUSTOPS]
-        out += ["", f"### {FORWARD_BACKWARD}: time (µs) and speedup of {ROBUSTOPS}", "",
-                md_table(
-            ["N"] + impls + [f"vs {o}" for o in others],
-            [[size_label(r["numel"])] + [_t(r["passes"][FORWARD_BACKWARD][i]) for i in impls]
-             + [_ratio(r["speedups"][FORWARD_BACKWARD].get(f"vs {o}")) for o in others]
-             for r in recs])]
-        if ROBUSTOPS in impls and others:
-            out += ["", f"{FORWARD} speedup of {ROBUSTOPS}: " + "; ".join(
-                f"{size_label(r['numel'])}: " + ", ".join(
-                    f"vs {o} {_ratio(r['speedups'][FORWARD].get(f'vs {o}'))}" for o in others)
-                for r in recs) + "."]
+        if forward_only:
+            if ROBUSTOPS in impls and others:
+                out += ["", f"### {FORWARD}: speedup of {ROBUSTOPS}", "", md_table(
+                    ["N"] + [f"vs {o}" for o in others],
+                    [[_size(r)] + [_ratio(r["speedups"][FORWARD].get(f"vs {o}")) for o in others]
+                     for r in recs])]
+        else:
+            out += ["", f"### {FORWARD_BACKWARD}: time (µs) and speedup of {ROBUSTOPS}", "",
+                    md_table(
+                ["N"] + impls + [f"vs {o}" for o in others],
+                [[_size(r)] + [_t(r["passes"][FORWARD_BACKWARD][i]) for i in impls]
+                 + [_ratio(r["speedups"][FORWARD_BACKWARD].get(f"vs {o}")) for o in others]
+                 for r in recs])]
+            if ROBUSTOPS in impls and others:
+                out += ["", f"{FORWARD} speedup of {ROBUSTOPS}: " + "; ".join(
+                    f"{_size(r)}: " + ", ".join(
+                        f"vs {o} {_ratio(r['speedups'][FORWARD].get(f'vs {o}'))}" for o in others)
+                    for r in recs) + "."]
         notes = sorted({n for r in recs for n in r.get("notes", [])})
         out += [""] + [f"Note: {n}" for n in notes] if notes else []
+
+    out += _steps_report(results.get("steps") or [], dev)
 
     saved_rows = []
     for op, dt, recs in _groups(results["cases"]):
         impls = list(recs[0]["saved"])
+        if not impls:  # forward-only: nothing is saved for a backward
+            continue
         row = [op, dt]
         for i in impls:
             vals = {None if r["saved"][i]["relative_to_input"] is None
@@ -691,8 +880,11 @@ def markdown_report(results: dict) -> str:
 
 def plot_report(results: dict, path: Path) -> Optional[str]:
     """Effective bandwidth vs size, one panel per (op, dtype) and pass, a line per
-    implementation plus the copy_ and clone limits. Returns why not when it cannot
-    plot (matplotlib missing, nothing measured), None when it wrote ``path``."""
+    implementation plus the copy_ and clone limits (a forward-only op's
+    forward+backward panel says so). The training steps are not plotted (no
+    bandwidth applies; their table is in the markdown). Returns why not when it
+    cannot plot (matplotlib missing, nothing measured), None when it wrote
+    ``path``."""
     groups = _groups(results["cases"])
     if not groups:
         return "nothing to plot"
@@ -710,6 +902,11 @@ def plot_report(results: dict, path: Path) -> Optional[str]:
         xs = [math.log2(r["numel"]) for r in recs]
         for col, pass_ in enumerate(PASSES):
             ax = axes[row][col]
+            if pass_ not in recs[0]["passes"]:
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"{op}: {FORWARD} only (not differentiable)", ha="center",
+                        va="center", transform=ax.transAxes)
+                continue
             for impl in recs[0]["passes"][pass_]:
                 ax.plot(xs, [r["passes"][pass_][impl]["bandwidth_GBps"] for r in recs],
                         marker="o", label=impl)
@@ -721,7 +918,9 @@ def plot_report(results: dict, path: Path) -> Optional[str]:
             ax.set_title(f"{op} · {pass_} · {dt} · {dev}")
             ax.set_xlabel("log2(N), N = elements")
             ax.set_ylabel("effective GB/s (log scale)")
-            ax.set_xticks(xs)
+            whole = all(x == int(x) for x in xs)  # 2^k sizes; else e.g. layer shapes
+            ax.set_xticks(xs, [f"{x:.3g}" for x in xs], fontsize=7,
+                          rotation=0 if whole else 60)
             ax.set_yscale("log")  # caches make small sizes several times faster
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=7)

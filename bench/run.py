@@ -9,11 +9,20 @@ For every case a family yields (an op at one dtype and size), the runner
      torch's threads;
   4. measures the bytes each implementation saves for backward;
 and measures, once per dtype and size, the copy_ and clone bandwidth limits the
-forward times are compared with. On cpu it then re-runs itself in a subprocess with
-THP_MEM_ALLOC_ENABLE=1 (read by PyTorch at process start: large allocations use
-transparent huge pages) for the float32 forward cases at N = 2^24, and it evaluates
-the families' targets. Results: bench/results/<device>.json (raw numbers and
-metadata), .md (tables, also printed) and .png (bandwidth plot).
+forward times are compared with. A forward-only case (an op that is not
+differentiable) skips the backward in 1 and 3, and 4.
+
+For every training step a family yields (``steps(config)``: common.StepCase), the
+runner runs its check (the variants agree), warms every variant up, and times the
+variants in alternating slices of about 50 ms (common.time_interleaved), so that
+the ratios to the baseline variant are not biased by the drifting load of a
+shared machine.
+
+On cpu it then re-runs itself in a subprocess with THP_MEM_ALLOC_ENABLE=1 (read by
+PyTorch at process start: large allocations use transparent huge pages) for the
+float32 forward cases at N = 2^24 (skipped when no case has that size), and it
+evaluates the families' targets. Results: bench/results/<device>.json (raw numbers
+and metadata), .md (tables, also printed) and .png (bandwidth plot).
 """
 
 from __future__ import annotations
@@ -34,19 +43,25 @@ import torch
 
 from bench.common import (
     FORWARD, FORWARD_BACKWARD, FULL_DTYPES, FULL_LOG2_SIZES, FULL_MIN_RUN_TIME,
-    LIMITS, PASSES, QUICK_DTYPES, QUICK_LOG2_SIZES, QUICK_MIN_RUN_TIME, RESULTS_DIR, ROBUSTOPS,
-    ROOT, Case, Config, CorrectnessError, CpuLoad, Timing, check_correctness, collect_metadata,
-    dtype_name, eprint, gbps, limit_bytes, markdown_report, measure_limits, measure_saved,
-    parse_dtype, plot_report, size_label, time_stmt,
+    LIMITS, QUICK_DTYPES, QUICK_LOG2_SIZES, QUICK_MIN_RUN_TIME, RESULTS_DIR, ROBUSTOPS,
+    INTERLEAVE_SLICE_S, ROOT, Case, Config, CorrectnessError, CpuLoad, StepCase, Timing,
+    check_correctness, collect_metadata, dtype_name, eprint, gbps, interleaved_ratio,
+    limit_bytes, markdown_report, measure_limits, measure_saved, parse_dtype, plot_report,
+    size_label, time_interleaved, time_stmt,
 )
 
 # The op families, one module bench/<name>.py each (see bench/__init__.py).
-FAMILIES: tuple[str, ...] = ("saf",)
+FAMILIES: tuple[str, ...] = ("saf", "bang")
 
 # The THP comparison: float32 forward cases at this size (the largest size run
 # when it is not among them).
 THP_LOG2_SIZE = 24
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
+
+# Training steps: every variant runs STEP_TIME * min_run_time seconds of
+# interleaved slices: the ratios to the baseline step are small differences of
+# large times.
+STEP_TIME = 3.0
 
 # Warn when other processes took more than this share of the CPUs during the run.
 BUSY_WARNING = 0.05
@@ -69,7 +84,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cpu", "cuda"),
                    help="default: cuda if available, else cpu")
     p.add_argument("--ops", help="comma-separated ops and/or families (default: all), "
-                                 "e.g. mrelu,rbf or saf")
+                                 "e.g. mrelu,rbf or saf or bang_scale,bang_step")
     p.add_argument("--list", action="store_true", help="list the families and their ops")
     p.add_argument("--out", type=Path, default=RESULTS_DIR,
                    help="directory for <device>.{json,md,png} (default: bench/results)")
@@ -144,8 +159,18 @@ def select_cases(families: dict[str, ModuleType], selected: dict[str, list[str]]
             for case in families[fam].cases(config) if case.op in ops]
 
 
-def progress(cases: Sequence[Case]) -> Iterator[Case]:
+def select_steps(families: dict[str, ModuleType], selected: dict[str, list[str]],
+                 config: Config) -> list[StepCase]:
+    """The training steps of the selected ops (families without ``steps`` have none)."""
+    return [step for fam, ops in selected.items()
+            for step in getattr(families[fam], "steps", lambda config: [])(config)
+            if step.op in ops]
+
+
+def progress(cases: Sequence) -> Iterator:
     """The cases, with a tqdm bar when tqdm is installed, else one line each."""
+    if not cases:
+        return
     try:
         from tqdm import tqdm
     except ImportError:
@@ -198,7 +223,8 @@ def _warm_up(case: Case, fwd_ns: dict, bwd_ns: dict, iters: int = 2) -> None:
         for _ in range(iters):
             with torch.no_grad():
                 eval(case.forward_expr, {**fwd_ns, "f": fn})  # noqa: S307
-            exec(case.backward_stmt, {**bwd_ns, "f": fn})  # noqa: S102
+            if not case.forward_only:
+                exec(case.backward_stmt, {**bwd_ns, "f": fn})  # noqa: S102
 
 
 def run_case(case: Case, config: Config, limits: Limits) -> dict:
@@ -211,31 +237,35 @@ def run_case(case: Case, config: Config, limits: Limits) -> dict:
     lim = limits.get(case.dtype, case.limit_numel)
     nbytes = {FORWARD: case.bytes_forward, FORWARD_BACKWARD: case.bytes_forward_backward}
     label = f"{case.family}.{case.op} {dtype_name(case.dtype)}"
-    passes: dict[str, dict] = {p: {} for p in PASSES}
+    passes: dict[str, dict] = {p: {} for p in case.passes}
     for name, fn in case.impls.items():
         with torch.no_grad():
             t = time_stmt(case.forward_expr, {**fwd_ns, "f": fn}, config.min_run_time,
-                          label=f"{label} {FORWARD}", sub_label=size_label(case.numel),
-                          description=name)
+                          label=f"{label} {FORWARD}", sub_label=case.size, description=name)
         passes[FORWARD][name] = _timing_record(t, nbytes[FORWARD], lim)
+        if case.forward_only:
+            continue
         t = time_stmt(case.backward_stmt, {**bwd_ns, "f": fn}, config.min_run_time,
-                      label=f"{label} {FORWARD_BACKWARD}", sub_label=size_label(case.numel),
-                      description=name)
+                      label=f"{label} {FORWARD_BACKWARD}", sub_label=case.size, description=name)
         passes[FORWARD_BACKWARD][name] = _timing_record(t, nbytes[FORWARD_BACKWARD], lim)
 
-    speedups: dict[str, dict] = {p: {} for p in PASSES}
+    speedups: dict[str, dict] = {p: {} for p in case.passes}
     if ROBUSTOPS in case.impls:
-        for p in PASSES:
+        for p in case.passes:
             mine = passes[p][ROBUSTOPS]["median_s"]
             speedups[p] = {f"vs {o}": passes[p][o]["median_s"] / mine
                            for o in case.impls if o != ROBUSTOPS}
 
-    saved = {name: measure_saved(case, fn, bwd_ns, compiled=name in case.compiled)
-             for name, fn in case.impls.items()}
+    # A forward-only op saves nothing for a backward: no entry.
+    saved = {} if case.forward_only else {
+        name: measure_saved(case, fn, bwd_ns, compiled=name in case.compiled)
+        for name, fn in case.impls.items()}
+    checked = ("the forward of every implementation agrees" if case.forward_only
+               else "forward and backward of every implementation agree")
     return {
         **_case_header(case),
         "status": "ok",
-        "correctness": f"forward and backward of every implementation agree with the "
+        "correctness": f"{checked} with the "
                        f"{case.reference} (torch.testing.assert_close"
                        + (f", {case.tolerances}" if case.tolerances else ", default tolerances")
                        + ")",
@@ -246,10 +276,12 @@ def run_case(case: Case, config: Config, limits: Limits) -> dict:
 
 
 def _case_header(case: Case) -> dict:
+    nbytes = {FORWARD: case.bytes_forward, FORWARD_BACKWARD: case.bytes_forward_backward}
     return {
         "family": case.family, "op": case.op, "dtype": dtype_name(case.dtype),
-        "numel": case.numel, "size": size_label(case.numel), "limit_numel": case.limit_numel,
-        "bytes": {FORWARD: case.bytes_forward, FORWARD_BACKWARD: case.bytes_forward_backward},
+        "numel": case.numel, "size": case.size, "limit_numel": case.limit_numel,
+        "forward_only": case.forward_only,
+        "bytes": {p: nbytes[p] for p in case.passes},
         "input_bytes": case.input_bytes, "impls": list(case.impls), "notes": case.notes,
     }
 
@@ -259,10 +291,13 @@ def _summary(rec: dict) -> str:
     parts = [f"{FORWARD}: " + ", ".join(
         f"{name} {t['median_s'] * 1e6:,.1f} µs ({t['fraction_of_clone']:.2f} of clone)"
         for name, t in fwd.items())]
-    if rec["speedups"][FORWARD_BACKWARD]:
-        parts.append(f"{FORWARD_BACKWARD} speedup of {ROBUSTOPS}: " + ", ".join(
-            f"{k} {v:.2f}" for k, v in rec["speedups"][FORWARD_BACKWARD].items()))
-    return f"  {rec['op']} {rec['dtype']} N={rec['size']}: " + "; ".join(parts)
+    # The forward+backward speedups when there is a backward, else the forward's.
+    shown = FORWARD_BACKWARD if FORWARD_BACKWARD in rec["speedups"] else FORWARD
+    if rec["speedups"][shown]:
+        parts.append(f"{shown} speedup of {ROBUSTOPS}: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in rec["speedups"][shown].items()))
+    size = rec["size"] if rec["size"] != size_label(rec["numel"]) else f"N={rec['size']}"
+    return f"  {rec['op']} {rec['dtype']} {size}: " + "; ".join(parts)
 
 
 def _cleanup(device: torch.device) -> None:
@@ -298,6 +333,63 @@ def run_cases(cases: Sequence[Case], config: Config, results: dict) -> None:
             _cleanup(config.device)
 
 
+# --------------------------------------------------------------------------- steps
+
+
+def _step_header(step: StepCase) -> dict:
+    return {"family": step.family, "op": step.op, "dtype": dtype_name(step.dtype),
+            "size": step.size, **step.info, "baseline": step.baseline, "notes": step.notes}
+
+
+def run_step(step: StepCase, config: Config) -> dict:
+    """Check, warm up and time one training step's variants, interleaved."""
+    checked = step.check()
+    steps = step.make_steps()
+    for fn in steps.values():
+        for _ in range(3):  # allocator, oneDNN/cuDNN primitives, lazy inits
+            fn()
+    label = f"{step.family}.{step.op} {dtype_name(step.dtype)}"
+    run_time = STEP_TIME * config.min_run_time
+    timed = time_interleaved({name: ("step()", {"step": fn}) for name, fn in steps.items()},
+                             run_time, INTERLEAVE_SLICE_S, label=label, sub_label=step.size)
+    return {
+        **_step_header(step),
+        "status": "ok",
+        "correctness": checked,
+        "min_run_time_s": run_time,
+        "slice_s": INTERLEAVE_SLICE_S,
+        "variants": timed,
+        "ratios": {name: interleaved_ratio(timed, name, step.baseline)
+                   for name in steps if name != step.baseline},
+    }
+
+
+def _step_summary(rec: dict) -> str:
+    times = ", ".join(f"{n} {t['median_s'] * 1e3:,.2f} ms" for n, t in rec["variants"].items())
+    ratios = ", ".join(f"{n} / {rec['baseline']} {r['ratio']:.3f}"
+                       for n, r in rec["ratios"].items())
+    return f"  {rec['op']} {rec['dtype']} {rec['size']}: {times}; {ratios}"
+
+
+def run_steps(steps: Sequence[StepCase], config: Config, results: dict) -> None:
+    for step in progress(steps):
+        try:
+            rec = run_step(step, config)
+        except Exception as e:  # noqa: BLE001 (a disagreement or a crash: report, go on)
+            why = str(e) if isinstance(e, CorrectnessError) else (
+                f"{step.title}: {type(e).__name__}: {e}")
+            why = "; ".join(line.strip() for line in why.splitlines() if line.strip())
+            msg = f"{step.family}.{step.op}: {step.size} not benchmarked: {why}"
+            eprint(f"ERROR {msg}")
+            results["errors"].append(msg)
+            results["steps"].append({**_step_header(step), "status": f"failed: {why}"})
+        else:
+            results["steps"].append(rec)
+            eprint(_step_summary(rec))
+        finally:
+            _cleanup(config.device)
+
+
 # --------------------------------------------------------------------------- THP
 
 
@@ -323,10 +415,13 @@ def run_thp_child(cases: Sequence[Case], config: Config, out: Path) -> int:
     return 0
 
 
-def run_thp_comparison(results: dict, config: Config, out_dir: Path) -> dict:
+def run_thp_comparison(results: dict, config: Config, out_dir: Path) -> Optional[dict]:
     """Re-run the float32 forward cases at N = 2^24 in a subprocess with
-    THP_MEM_ALLOC_ENABLE=1; the rows of the side-by-side table."""
+    THP_MEM_ALLOC_ENABLE=1; the rows of the side-by-side table. None when no case
+    of that size was run (e.g. only ops with sizes of their own, like layer shapes)."""
     numel = 2**THP_LOG2_SIZE if 2**THP_LOG2_SIZE in config.sizes else max(config.sizes)
+    if not any(c["numel"] == numel for c in results["cases"]):
+        return None
     default_env = os.environ.get(THP_ENV)
     thp: dict = {"dtype": "float32", "numel": numel, "default_env": default_env, "rows": {},
                  "error": None}
@@ -398,6 +493,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.thp_child is not None:
         return run_thp_child(cases, config, args.thp_child)
+    steps = select_steps(families, selected, config)
 
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -407,11 +503,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         eprint(f"WARNING other processes are using {busy:.0%} of the CPUs: timings will be "
                "perturbed")
     results: dict = {"metadata": collect_metadata(config), "limits": [], "cases": [],
-                     "thp": None, "targets": [], "errors": [], "warnings": []}
+                     "steps": [], "thp": None, "targets": [], "errors": [], "warnings": []}
     results["metadata"]["suite"] = suite_label
-    eprint(f"bench.run: {len(cases)} cases on {device.type} ({suite_label}), "
-           f"{torch.get_num_threads()} threads")
+    eprint(f"bench.run: {len(cases)} cases and {len(steps)} training steps on {device.type} "
+           f"({suite_label}), {torch.get_num_threads()} threads")
     run_cases(cases, config, results)
+    run_steps(steps, config, results)
 
     if device.type == "cpu" and not args.no_thp:
         results["thp"] = run_thp_comparison(results, config, args.out)
@@ -419,7 +516,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for fam, ops in selected.items():
         for target in getattr(families[fam], "TARGETS", []):
             if target.op in ops:
-                results["targets"].append(target.evaluate(results["cases"], device.type))
+                results["targets"].append(
+                    target.evaluate(results["cases"] + results["steps"], device.type))
 
     results["metadata"]["wall_time_s"] = round(time.perf_counter() - start, 1)
     results["metadata"]["cpu_load"] = load.summary()
