@@ -250,25 +250,24 @@ class _Layer:
     def effective_beta(self) -> float:
         return self.bang.beta if self.beta is None else self.beta
 
-    def eta(self, kappa: Tensor) -> Tensor:
-        """eta_i for this layer's kappa (float64 [N]), with the global max under
-        torch.distributed."""
+    def eta(self, kappa: Tensor, dtype: torch.dtype, factor: float = 1.0) -> Tensor:
+        """factor * eta_i for this layer's kappa, as a [N] tensor of ``dtype``, with
+        the batch max over all ranks under torch.distributed."""
         bang = self.bang
         n = kappa.shape[0]
-        mask = bang._misclassified
-        if mask is not None and mask.shape != (n,):
-            raise ValueError(
-                f"BANG: the misclassified mask given to observe() has {mask.shape[0]} entries but the "
-                f"batch at layer '{self.name}' has {n}: call observe() with this step's logits, or "
-                "bang.observe(None) to clear it")
-        norms = _ops.per_sample_norm(kappa.detach())
+        norms = _ops.per_sample_norm(kappa)
         max_norm = None
         group = bang._group()
         if group is not None:
             max_norm = norms.amax().double() if n else norms.new_zeros((), dtype=torch.float64)
             torch.distributed.all_reduce(max_norm, op=torch.distributed.ReduceOp.MAX, group=group)
-        return _ops.bang_eta(norms.double(), self.effective_eps, misclassified=mask,
-                             ratio=bang.ratio, max_norm=max_norm)
+        eps = bang._eps_vector(self, n, kappa.device)
+        if kappa.device.type in _ops._KERNELS["bang_eta"]:
+            eta = torch.ops.robustops.bang_eta.default(norms, eps, max_norm)
+        else:
+            eta = _ops.bang_eta(norms, eps, max_norm=max_norm)
+        eta = eta.to(dtype)
+        return eta * factor if factor != 1 else eta
 
 
 class _BangFunction(torch.autograd.Function):
@@ -291,14 +290,12 @@ class _BangFunction(torch.autograd.Function):
         rule = layer.rule
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         beta = layer.effective_beta
-        if layer.effective_eps == 0:
-            # Every eta_i is 1: the plain gradients (bit for bit), times beta.
-            grad_x, grad_w, grad_b = rule.plain_grads(data, x, weight, kappa, (need_x, need_w, need_b))
-        else:
+        if layer.effective_eps != 0:
             grad_x = rule.input_grad(data, x, weight, kappa) if need_x else None
             grad_w = grad_b = None
             if need_w or need_b:
-                eta = layer.eta(kappa)
+                # beta * eta_i, in the dtype of kappa
+                eta = layer.eta(kappa, kappa.dtype, beta)
                 n = kappa.shape[0]
                 if need_w:
                     # Scale the smaller of x and kappa: mathematically the same product.
@@ -306,11 +303,13 @@ class _BangFunction(torch.autograd.Function):
                         e = eta.to(x.dtype).reshape((n,) + (1,) * (x.dim() - 1))
                         grad_w = rule.weight_grad(data, x * e, weight, kappa)
                     else:
-                        e = eta.to(kappa.dtype).reshape((n,) + (1,) * (kappa.dim() - 1))
+                        e = eta.reshape((n,) + (1,) * (kappa.dim() - 1))
                         grad_w = rule.weight_grad(data, x, weight, kappa * e)
                 if need_b:
-                    per_sample = rule.bias_grad_per_sample(data, kappa)
-                    grad_b = eta.to(per_sample.dtype).matmul(per_sample)
+                    grad_b = eta.matmul(rule.bias_grad_per_sample(data, kappa))
+            return grad_x, grad_w, grad_b, None, None
+        # eps = 0: every eta_i is 1, the plain gradients (bit for bit), times beta.
+        grad_x, grad_w, grad_b = rule.plain_grads(data, x, weight, kappa, (need_x, need_w, need_b))
         if beta != 1:
             grad_w = None if grad_w is None else grad_w * beta
             grad_b = None if grad_b is None else grad_b * beta
@@ -389,6 +388,7 @@ class BANG:
         self.eps, self.beta, self.ratio = float(eps), float(beta), float(ratio)
         self.enabled = True
         self._misclassified: Optional[Tensor] = None
+        self._eps_cache: Dict[tuple, Tensor] = {}  # per step: (eps, ratio, n, device) -> eps_i
         self.layers: Dict[str, _Layer] = {}
         self._process_group = self._resolve_group(process_group)
 
@@ -451,11 +451,11 @@ class BANG:
         ``ratio * eps`` in the next backward passes, until the next ``observe``.
         ``observe(None)`` clears the mask. Returns the mask."""
         if logits is None:
-            self._misclassified = None
+            self.set_misclassified(None)
             return None
         if targets is None:
             raise ValueError("BANG.observe: argument 'targets' is required with 'logits'")
-        self._misclassified = misclassified(logits, targets)
+        self.set_misclassified(misclassified(logits, targets))
         return self._misclassified
 
     def set_misclassified(self, mask: Optional[Tensor]) -> None:
@@ -464,6 +464,24 @@ class BANG:
             raise TypeError("BANG.set_misclassified: argument 'mask' must be a 1-d bool tensor, got "
                             f"{getattr(mask, 'dtype', type(mask).__name__)}")
         self._misclassified = None if mask is None else mask.detach()
+        self._eps_cache.clear()
+
+    def _eps_vector(self, layer: "_Layer", n: int, device: torch.device) -> Tensor:
+        """eps_i of every sample for ``layer`` (float64 [n]): its eps, times ratio for
+        the misclassified samples. Built once per step and setting."""
+        eps = layer.effective_eps
+        key = (eps, self.ratio, n, device)
+        cached = self._eps_cache.get(key)
+        if cached is None:
+            mask = self._misclassified
+            if mask is not None and mask.shape != (n,):
+                raise ValueError(
+                    f"BANG: the misclassified mask given to observe() has {mask.shape[0]} entries but "
+                    f"the batch at layer '{layer.name}' has {n}: call observe() with this step's "
+                    "logits, or bang.observe(None) to clear it")
+            cached = _ops.per_sample_eps("BANG", eps, n, device, mask, self.ratio)
+            self._eps_cache[key] = cached
+        return cached
 
     # -- on, off, gone -----------------------------------------------------------------
 
