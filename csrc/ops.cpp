@@ -17,6 +17,14 @@ TORCH_LIBRARY(robustops, m) {
   m.def("per_sample_norm(Tensor x) -> Tensor");
   m.def("bang_eta(Tensor norms, Tensor eps, Tensor? max_norm=None) -> Tensor");
   m.def("bang_scale(Tensor grad, Tensor eps, Tensor? max_norm=None) -> (Tensor, Tensor)");
+
+  // interval: interval bound propagation in center/radius form
+  m.def("interval_relu(Tensor center, Tensor radius) -> (Tensor, Tensor)");
+  m.def("_interval_relu_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, Tensor)");
+  m.def("interval_mrelu(Tensor center, Tensor radius) -> (Tensor, Tensor)");
+  m.def("_interval_mrelu_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, Tensor)");
+  m.def("interval_rbf(Tensor center, Tensor radius) -> (Tensor, Tensor)");
+  m.def("_interval_rbf_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, Tensor)");
 }
 
 // robustops._C is a Python module only so that `import robustops._C` loads the

@@ -2,6 +2,8 @@
 torch.compile, and a pure-PyTorch fallback."""
 
 from robustops.ops.bang import bang_eta, bang_scale, per_sample_norm
+from robustops.ops.interval import interval_mrelu, interval_rbf, interval_relu
 from robustops.ops.saf import mrelu, rbf
 
-__all__ = ["mrelu", "rbf", "per_sample_norm", "bang_eta", "bang_scale"]
+__all__ = ["mrelu", "rbf", "per_sample_norm", "bang_eta", "bang_scale", "interval_relu", "interval_mrelu",
+           "interval_rbf"]

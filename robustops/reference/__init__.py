@@ -1,6 +1,6 @@
 """Pure-PyTorch references of every op: oracle of the tests, baseline of the
 benchmarks, and the fallback when the compiled kernels are missing."""
 
-from robustops.reference import bang, saf
+from robustops.reference import bang, interval, saf
 
-__all__ = ["saf", "bang"]
+__all__ = ["saf", "bang", "interval"]

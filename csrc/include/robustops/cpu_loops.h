@@ -164,6 +164,72 @@ ROBUSTOPS_CPU_CLONES void binary_chunk(
   }
 }
 
+// Elementwise loops with several inputs and two outputs (the interval ops carry a
+// center and a radius): f(const T (&in)[NIn], T (&out)[2]).
+template <int NIn, typename T, typename F>
+C10_ALWAYS_INLINE void apply_to_pair(const T* const (&in)[NIn], T* __restrict__ o0,
+                                     T* __restrict__ o1, int64_t n, F f) {
+  if constexpr (NIn == 2) {
+    const T* __restrict__ a = in[0];
+    const T* __restrict__ b = in[1];
+    for (int64_t i = 0; i < n; ++i) {
+      const T x[2] = {a[i], b[i]};
+      T y[2];
+      f(x, y);
+      o0[i] = y[0];
+      o1[i] = y[1];
+    }
+  } else {
+    static_assert(NIn == 4, "apply_to_pair: 2 or 4 inputs");
+    const T* __restrict__ a = in[0];
+    const T* __restrict__ b = in[1];
+    const T* __restrict__ c = in[2];
+    const T* __restrict__ d = in[3];
+    for (int64_t i = 0; i < n; ++i) {
+      const T x[4] = {a[i], b[i], c[i], d[i]};
+      T y[2];
+      f(x, y);
+      o0[i] = y[0];
+      o1[i] = y[1];
+    }
+  }
+}
+
+template <int NIn, typename scalar_t, typename F>
+ROBUSTOPS_CPU_CLONES void to_pair_chunk(const scalar_t* const (&in)[NIn], scalar_t* o0,
+                                        scalar_t* o1, int64_t offset, int64_t n, F f) {
+  if constexpr (is_reduced<scalar_t>) {
+    float bin[NIn][kBlock], b0[kBlock], b1[kBlock];
+    const float* bp[NIn];
+    for (int k = 0; k < NIn; ++k) {
+      bp[k] = bin[k];
+    }
+    for (int64_t b = 0; b < n; b += kBlock) {
+      const int64_t m = std::min(kBlock, n - b);
+      for (int k = 0; k < NIn; ++k) {
+        load_block(in[k] + offset + b, bin[k], m);
+      }
+      apply_to_pair<NIn>(bp, b0, b1, m, f);
+      store_block(b0, o0 + offset + b, m);
+      store_block(b1, o1 + offset + b, m);
+    }
+  } else {
+    const scalar_t* at[NIn];
+    for (int k = 0; k < NIn; ++k) {
+      at[k] = in[k] + offset;
+    }
+    apply_to_pair<NIn>(at, o0 + offset, o1 + offset, n, f);
+  }
+}
+
+// (out0[i], out1[i]) = f(in[0][i], ..., in[NIn-1][i]) for i < n.
+template <int NIn, typename scalar_t, typename F>
+void map_to_pair(const scalar_t* const (&in)[NIn], scalar_t* out0, scalar_t* out1, int64_t n, F f) {
+  at::parallel_for(0, n, kGrainSize, [&](int64_t begin, int64_t end) {
+    to_pair_chunk<NIn, scalar_t, F>(in, out0, out1, begin, end - begin, f);
+  });
+}
+
 // The sum of squares of x[0..n) in double (see bang.h). Sixteen independent partial
 // sums: gcc may not reorder a floating-point reduction by itself (that would need
 // -ffast-math), but it does vectorize independent lanes.
@@ -240,6 +306,11 @@ struct Backend {
   template <typename scalar_t, typename F>
   static void binary_map(const scalar_t* a, const scalar_t* b, scalar_t* out, int64_t n, F f) {
     cpu::binary_map(a, b, out, n, f);
+  }
+  template <int NIn, typename scalar_t, typename F>
+  static void map_to_pair(const scalar_t* const (&in)[NIn], scalar_t* out0, scalar_t* out1,
+                          int64_t n, F f) {
+    cpu::map_to_pair<NIn>(in, out0, out1, n, f);
   }
 };
 

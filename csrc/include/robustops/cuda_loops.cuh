@@ -106,6 +106,41 @@ void binary_map(const scalar_t* a, const scalar_t* b, scalar_t* out, int64_t n, 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+template <int NIn, typename scalar_t>
+struct Pointers {
+  const scalar_t* p[NIn];
+};
+
+template <int NIn, typename scalar_t, typename F>
+__global__ void to_pair_kernel(Pointers<NIn, scalar_t> in, scalar_t* __restrict__ out0,
+                               scalar_t* __restrict__ out1, int64_t n, F f) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    opmath_t x[NIn];
+#pragma unroll
+    for (int k = 0; k < NIn; ++k) {
+      x[k] = static_cast<opmath_t>(in.p[k][i]);
+    }
+    opmath_t y[2];
+    f(x, y);
+    out0[i] = static_cast<scalar_t>(y[0]);
+    out1[i] = static_cast<scalar_t>(y[1]);
+  }
+}
+
+// (out0[i], out1[i]) = f(in[0][i], ..., in[NIn-1][i]) for i < n.
+template <int NIn, typename scalar_t, typename F>
+void map_to_pair(const scalar_t* const (&in)[NIn], scalar_t* out0, scalar_t* out1, int64_t n, F f) {
+  Pointers<NIn, scalar_t> ptrs;
+  for (int k = 0; k < NIn; ++k) {
+    ptrs.p[k] = in[k];
+  }
+  to_pair_kernel<NIn><<<grid_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      ptrs, out0, out1, n, f);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 // The CUDA backend of elementwise.h.
 struct Backend {
   using Guard = c10::cuda::CUDAGuard;
@@ -116,6 +151,11 @@ struct Backend {
   template <typename scalar_t, typename F>
   static void binary_map(const scalar_t* a, const scalar_t* b, scalar_t* out, int64_t n, F f) {
     cuda::binary_map(a, b, out, n, f);
+  }
+  template <int NIn, typename scalar_t, typename F>
+  static void map_to_pair(const scalar_t* const (&in)[NIn], scalar_t* out0, scalar_t* out1,
+                          int64_t n, F f) {
+    cuda::map_to_pair<NIn>(in, out0, out1, n, f);
   }
 };
 

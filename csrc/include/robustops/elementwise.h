@@ -11,6 +11,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include <tuple>
+
 #include <robustops/host.h>
 
 namespace robustops {
@@ -52,6 +54,54 @@ at::Tensor unary_backward_op(const at::Tensor& grad, const at::Tensor& x) {
                         out.mutable_data_ptr<scalar_t>(), xd.numel(), F{});
   });
   return out;
+}
+
+// An interval op: (c', r') = F(c, r) (see interval.h), outputs in c's layout.
+template <typename Backend, typename F>
+std::tuple<at::Tensor, at::Tensor> to_pair_op(const at::Tensor& c, const at::Tensor& r) {
+  constexpr const char* op = F::kName;
+  check_floating(op, "center", c);
+  check_same_dtype_device(op, "radius", r, "center", c);
+  check_same_shape(op, "radius", r, "center", c);
+  const typename Backend::Guard guard(c.device());
+  const at::Tensor cd = dense(c);
+  const at::Tensor rd = dense_as(r, cd);
+  at::Tensor out0 = at::empty_like(cd), out1 = at::empty_like(cd);
+  if (cd.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cd.scalar_type(), op, [&] {
+      const scalar_t* const in[2] = {cd.const_data_ptr<scalar_t>(), rd.const_data_ptr<scalar_t>()};
+      Backend::template map_to_pair<2>(in, out0.mutable_data_ptr<scalar_t>(),
+                                       out1.mutable_data_ptr<scalar_t>(), cd.numel(), F{});
+    });
+  }
+  return {out0, out1};
+}
+
+// Its backward: (g_c, g_r) = F(g_c', g_r', c, r), in c's layout.
+template <typename Backend, typename F>
+std::tuple<at::Tensor, at::Tensor> to_pair_backward_op(
+    const at::Tensor& gc, const at::Tensor& gr, const at::Tensor& c, const at::Tensor& r) {
+  constexpr const char* op = F::kName;
+  check_floating(op, "center", c);
+  check_same_dtype_device(op, "radius", r, "center", c);
+  check_same_dtype_device(op, "grad_center", gc, "center", c);
+  check_same_dtype_device(op, "grad_radius", gr, "center", c);
+  check_same_shape(op, "radius", r, "center", c);
+  check_same_shape(op, "grad_center", gc, "center", c);
+  check_same_shape(op, "grad_radius", gr, "center", c);
+  const typename Backend::Guard guard(c.device());
+  const at::Tensor cd = dense(c);
+  const at::Tensor rd = dense_as(r, cd), gcd = dense_as(gc, cd), grd = dense_as(gr, cd);
+  at::Tensor out0 = at::empty_like(cd), out1 = at::empty_like(cd);
+  if (cd.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cd.scalar_type(), op, [&] {
+      const scalar_t* const in[4] = {gcd.const_data_ptr<scalar_t>(), grd.const_data_ptr<scalar_t>(),
+                                     cd.const_data_ptr<scalar_t>(), rd.const_data_ptr<scalar_t>()};
+      Backend::template map_to_pair<4>(in, out0.mutable_data_ptr<scalar_t>(),
+                                       out1.mutable_data_ptr<scalar_t>(), cd.numel(), F{});
+    });
+  }
+  return {out0, out1};
 }
 
 }  // namespace robustops

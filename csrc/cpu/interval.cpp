@@ -1,0 +1,22 @@
+// Interval bound propagation: CPU kernels of the fused interval activations
+// (math in include/robustops/interval.h).
+#include <torch/library.h>
+
+#include <robustops/cpu_loops.h>
+#include <robustops/elementwise.h>
+#include <robustops/interval.h>
+
+namespace robustops {
+
+using namespace interval;
+
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  m.impl("interval_relu", &to_pair_op<cpu::Backend, Forward<Relu>>);
+  m.impl("_interval_relu_backward", &to_pair_backward_op<cpu::Backend, Backward<Relu>>);
+  m.impl("interval_mrelu", &to_pair_op<cpu::Backend, Forward<MRelu>>);
+  m.impl("_interval_mrelu_backward", &to_pair_backward_op<cpu::Backend, Backward<MRelu>>);
+  m.impl("interval_rbf", &to_pair_op<cpu::Backend, Forward<Rbf>>);
+  m.impl("_interval_rbf_backward", &to_pair_backward_op<cpu::Backend, Backward<Rbf>>);
+}
+
+}  // namespace robustops

@@ -1,0 +1,55 @@
+"""Pure-PyTorch reference of interval bound propagation (IBP, Gowal et al. 2018) in
+center/radius form: the oracle of the tests, the baseline of the benchmarks and the
+fallback when the compiled kernels are missing.
+
+An interval [l, u] is carried as (center, radius) = ((l + u) / 2, (u - l) / 2).
+The activations map it to the exact image [lo, hi]:
+
+    ReLU (monotone):       lo = relu(l), hi = relu(u)
+    mReLU, RBF (unimodal, peak f(0) at 0):
+                           lo = min(f(l), f(u))
+                           hi = f(0) if l <= 0 <= u else max(f(l), f(u))
+
+Gradients flow through the endpoint that attains lo or hi (ties go to l), none
+through the constant f(0).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+import torch
+from torch import Tensor
+
+from robustops.reference import saf
+
+__all__ = ["interval_relu", "interval_mrelu", "interval_rbf", "interval_image"]
+
+Interval = Tuple[Tensor, Tensor]
+
+
+def interval_image(f: Callable[[Tensor], Tensor], center: Tensor, radius: Tensor,
+                   unimodal: bool) -> Interval:
+    """(center, radius) of the image of [center - radius, center + radius] under an
+    elementwise f that is monotone non-decreasing, or unimodal with its peak at 0."""
+    l, u = center - radius, center + radius
+    fl, fu = f(l), f(u)
+    if unimodal:
+        lo = torch.where(fl <= fu, fl, fu)
+        peak = f(torch.zeros((), dtype=center.dtype, device=center.device))
+        hi = torch.where((l <= 0) & (u >= 0), peak, torch.where(fl > fu, fl, fu))
+    else:
+        lo, hi = fl, fu
+    return (hi + lo) * 0.5, (hi - lo) * 0.5
+
+
+def interval_relu(center: Tensor, radius: Tensor) -> Interval:
+    return interval_image(torch.relu, center, radius, unimodal=False)
+
+
+def interval_mrelu(center: Tensor, radius: Tensor) -> Interval:
+    return interval_image(saf.mrelu, center, radius, unimodal=True)
+
+
+def interval_rbf(center: Tensor, radius: Tensor) -> Interval:
+    return interval_image(saf.rbf, center, radius, unimodal=True)

@@ -1,0 +1,122 @@
+"""robustops.ops.interval_relu / interval_mrelu / interval_rbf: exact interval images
+(checked against dense sampling), agreement with robustops.reference.interval over
+devices, dtypes and layouts, gradients, opcheck, torch.compile and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import robustops
+from robustops.reference import interval as ref
+from robustops.reference import saf
+from tests.conftest import DEVICES, FLOAT_DTYPES, tolerances
+
+OPS = ["interval_relu", "interval_mrelu", "interval_rbf"]
+FUNCS = {"interval_relu": torch.relu, "interval_mrelu": saf.mrelu, "interval_rbf": saf.rbf}
+
+
+def _intervals():
+    """Intervals left of, around and right of each kink (-1, 0, 1) and the peak at 0,
+    touching them, and degenerate ones."""
+    ends = []
+    for k in (-1.0, 0.0, 1.0):
+        for lo, hi in ((-0.7, -0.2), (-0.3, 0.3), (0.2, 0.7), (-0.5, 0.0), (0.0, 0.5), (0.0, 0.0)):
+            ends.append((k + lo, k + hi))
+    ends += [(-3.0, -2.0), (2.0, 3.0), (-2.5, 2.5), (-0.2, 1.7), (-1.7, 0.2), (-4.0, 0.5), (0.3, 0.3)]
+    l = torch.tensor([e[0] for e in ends], dtype=torch.float64)
+    u = torch.tensor([e[1] for e in ends], dtype=torch.float64)
+    return (l + u) / 2, (u - l) / 2
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_images_are_exact(name):
+    c, r = _intervals()
+    oc, orr = getattr(robustops.ops, name)(c, r)
+    lo, hi = oc - orr, oc + orr
+    # dense samples of each interval, with its endpoints and 0 when inside
+    t = torch.linspace(0, 1, 2001, dtype=torch.float64)
+    xs = (c - r)[:, None] + 2 * r[:, None] * t[None, :]
+    xs = torch.cat([xs, torch.where((c - r <= 0) & (c + r >= 0), 0.0, c)[:, None]], 1)
+    ys = FUNCS[name](xs)
+    # sound: every sample inside; tight: the extremes are attained (up to rounding)
+    assert (ys >= lo[:, None] - 1e-12).all() and (ys <= hi[:, None] + 1e-12).all()
+    assert_close(lo, ys.amin(1), rtol=0, atol=1e-12)
+    assert_close(hi, ys.amax(1), rtol=0, atol=1e-12)
+    assert (orr >= 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("name", OPS)
+def test_against_reference(name, dtype, device):
+    g = torch.Generator().manual_seed(0)
+    c64 = torch.randn(6, 5, 4, 3, generator=g, dtype=torch.float64) * 2
+    r64 = torch.rand(6, 5, 4, 3, generator=g, dtype=torch.float64)
+    layouts = [
+        ("contiguous", c64, r64),
+        ("channels-last", c64.contiguous(memory_format=torch.channels_last), r64),
+        ("transposed", c64.transpose(0, 3), r64.transpose(0, 3)),
+        ("strided", c64[:, ::2], r64[:, ::2]),
+        ("empty", c64[:0], r64[:0]),
+        ("0-d", c64[0, 0, 0, 0], r64[0, 0, 0, 0]),
+        ("large", torch.randn(70001, generator=g, dtype=torch.float64), torch.rand(70001, generator=g, dtype=torch.float64)),
+    ]
+    op = getattr(robustops.ops, name)
+    for label, c, r in layouts:
+        c, r = c.to(device=device, dtype=dtype), r.to(device=device, dtype=dtype)
+        oc, orr = op(c, r)
+        ec, er = getattr(ref, name)(c.double(), r.double())
+        assert oc.shape == c.shape and oc.dtype == dtype
+        # l = c - r and u = c + r are rounded to the compute precision first, so the
+        # error is relative to the inputs' magnitude, not to the (cancelling) outputs.
+        tol = dict(tolerances(dtype))
+        if c.numel():
+            scale = (c.abs().max() + r.max()).item()
+            tol["atol"] = max(tol["atol"], 4 * torch.finfo(torch.float32 if dtype != torch.float64 else dtype).eps * scale)
+        assert_close(oc, ec.to(dtype), **tol, msg=lambda m: f"{label}: {m}")
+        assert_close(orr, er.to(dtype), **tol, msg=lambda m: f"{label}: {m}")
+        # gradients, against the reference's autograd
+        gc, gr = torch.randn_like(c), torch.randn_like(c)
+        cg, rg = c.detach().clone().requires_grad_(), r.detach().clone().requires_grad_()
+        got = torch.autograd.grad(op(cg, rg), (cg, rg), (gc, gr))
+        c2, r2 = c.double().requires_grad_(), r.double().requires_grad_()
+        want = torch.autograd.grad(getattr(ref, name)(c2, r2), (c2, r2), (gc.double(), gr.double()))
+        for a, b in zip(got, want):
+            assert_close(a, b.to(dtype), **tol, msg=lambda m: f"{label} backward: {m}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", OPS)
+def test_gradcheck_opcheck_compile(name, device):
+    g = torch.Generator().manual_seed(1)
+    c = (torch.rand(30, generator=g, dtype=torch.float64) * 6 - 3).to(device)
+    r = (torch.rand(30, generator=g, dtype=torch.float64) * 0.5 + 0.01).to(device)
+    # away from the points where the image switches endpoint (finite differences)
+    keep = ((c - r).abs() > 0.02) & ((c + r).abs() > 0.02) & ((c - r - 1).abs() > 0.02) & \
+           ((c + r + 1).abs() > 0.02) & ((c + r - 1).abs() > 0.02) & ((c - r + 1).abs() > 0.02) & \
+           (c.abs() > 0.02)
+    c, r = c[keep].requires_grad_(), r[keep].requires_grad_()
+    op = getattr(robustops.ops, name)
+    assert torch.autograd.gradcheck(op, (c, r))
+    fwd = getattr(torch.ops.robustops, name).default
+    bwd = getattr(torch.ops.robustops, f"_{name}_backward").default
+    torch.library.opcheck(fwd, (c, r))
+    torch.library.opcheck(fwd, (c.detach(), r.detach()))
+    torch.library.opcheck(bwd, (torch.randn_like(c), torch.randn_like(c), c.detach(), r.detach()))
+    compiled = torch.compile(lambda a, b: op(*op(a, b)), fullgraph=True)
+    assert_close(compiled(c.detach(), r.detach()), op(*op(c.detach(), r.detach())))
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_bad_input(name):
+    op = getattr(robustops.ops, name)
+    with pytest.raises(ValueError, match="same shape"):
+        op(torch.zeros(3), torch.zeros(4))
+    with pytest.raises(TypeError, match="floating-point"):
+        op(torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(TypeError, match="same dtype"):
+        op(torch.zeros(3), torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=f"robustops::{name}: argument 'radius' has shape"):
+        getattr(torch.ops.robustops, name)(torch.zeros(3), torch.zeros(2))
