@@ -25,7 +25,9 @@ def _sources(pattern):
 
 
 def cpu_sources():
-    return _sources("ops.cpp") + _sources(os.path.join("cpu", "*.cpp"))
+    # ops.cpp, the device-generic (composite) ops and the CPU kernels
+    return (_sources("ops.cpp") + _sources(os.path.join("composite", "*.cpp"))
+            + _sources(os.path.join("cpu", "*.cpp")))
 
 
 def cuda_sources():

@@ -1,6 +1,7 @@
 // The table of contents of robustops: every op's schema, in one TORCH_LIBRARY block.
 // Kernels live in cpu/<family>.cpp and cuda/<family>.cu (TORCH_LIBRARY_IMPL per
-// device); autograd and fake (shape-only) kernels are registered from Python in
+// device), or in composite/<family>.cpp for ops made of ATen ops on any device
+// (CompositeExplicitAutograd); autograd and fake kernels are registered from Python in
 // robustops/ops/<family>.py. A backward is a private op named _<op>_backward.
 #include <Python.h>
 #include <torch/library.h>
@@ -25,6 +26,8 @@ TORCH_LIBRARY(robustops, m) {
   m.def("_interval_mrelu_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, Tensor)");
   m.def("interval_rbf(Tensor center, Tensor radius) -> (Tensor, Tensor)");
   m.def("_interval_rbf_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, Tensor)");
+  m.def("interval_linear(Tensor center, Tensor radius, Tensor weight, Tensor? bias=None) -> (Tensor, Tensor)");
+  m.def("interval_conv2d(Tensor center, Tensor radius, Tensor weight, Tensor? bias=None, int[2] stride=1, int[2] padding=0, int[2] dilation=1, int groups=1) -> (Tensor, Tensor)");
 }
 
 // robustops._C is a Python module only so that `import robustops._C` loads the

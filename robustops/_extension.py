@@ -44,7 +44,10 @@ def _kernel_devices(op: str) -> frozenset:
         return frozenset()
     qualname = f"robustops::{op}"
     has = torch._C._dispatch_has_kernel_for_dispatch_key
-    devices = {dev for dev, key in _DEVICE_KEYS.items() if has(qualname, key)}
+    if has(qualname, "CompositeExplicitAutograd"):  # made of ATen ops: every device
+        devices = set(_DEVICE_KEYS)
+    else:
+        devices = {dev for dev, key in _DEVICE_KEYS.items() if has(qualname, key)}
     # Fake and meta tensors go to the Python fake kernels of robustops.ops.
     devices.add("meta")
     return frozenset(devices)
@@ -82,6 +85,7 @@ def extension_info() -> dict:
       loaded: whether robustops._C was loaded;
       error: why not, when it was not;
       cpu_kernels / cuda_kernels: whether kernels for that device were compiled;
+        ops made of ATen ops (composite) run on every device either way;
       cuda_archs: the GPU architectures the CUDA kernels were compiled for;
       cuda_version: the CUDA version they were compiled with;
       torch_version_built: the torch version the extension was compiled against;
@@ -97,8 +101,8 @@ def extension_info() -> dict:
     return {
         "loaded": _C is not None,
         "error": _LOAD_ERROR,
-        "cpu_kernels": any("cpu" in devs for devs in ops.values()),
-        "cuda_kernels": any("cuda" in devs for devs in ops.values()),
+        "cpu_kernels": _C is not None,
+        "cuda_kernels": bool(getattr(_C, "with_cuda", 0)),
         "cuda_archs": [a for a in getattr(_C, "cuda_archs", "").split("/") if a],
         "cuda_version": getattr(_C, "cuda_version", "") or None,
         "torch_version_built": getattr(_C, "torch_version", None),

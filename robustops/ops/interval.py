@@ -22,10 +22,10 @@ from torch import Tensor
 from robustops import _extension
 from robustops.reference import interval as _ref
 
-__all__ = ["interval_relu", "interval_mrelu", "interval_rbf"]
+__all__ = ["interval_relu", "interval_mrelu", "interval_rbf", "interval_linear", "interval_conv2d"]
 
 _OPS = ("interval_relu", "interval_mrelu", "interval_rbf")
-_KERNELS = _extension.kernel_table(*_OPS)
+_KERNELS = _extension.kernel_table(*_OPS, "interval_linear", "interval_conv2d")
 
 
 def _check(op: str, center, radius) -> None:
@@ -65,7 +65,106 @@ def interval_rbf(center: Tensor, radius: Tensor):
     return _call("interval_rbf", center, radius)
 
 
+def _pair(name: str, v) -> list:
+    if isinstance(v, int):
+        return [v, v]
+    v = list(v)
+    if len(v) != 2 or not all(isinstance(i, int) for i in v):
+        raise ValueError(f"robustops.ops.interval_conv2d: argument '{name}' must be an int or two ints, got {v}")
+    return v
+
+
+def interval_linear(center: Tensor, radius: Tensor, weight: Tensor, bias=None):
+    """The interval image of a linear layer: (W c + b, |W| r), for center and radius
+    [..., in_features] and weight [out_features, in_features]."""
+    _check("interval_linear", center, radius)
+    if center.device.type in _KERNELS["interval_linear"]:
+        return torch.ops.robustops.interval_linear.default(center, radius, weight, bias)
+    _extension.warn_fallback("interval_linear", center.device.type)
+    return _ref.interval_linear(center, radius, weight, bias)
+
+
+def interval_conv2d(center: Tensor, radius: Tensor, weight: Tensor, bias=None, stride=1, padding=0,
+                    dilation=1, groups: int = 1):
+    """The interval image of a 2-d convolution: (W * c + b, |W| * r), with the
+    arguments of torch.nn.functional.conv2d (numeric padding)."""
+    _check("interval_conv2d", center, radius)
+    args = (_pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation), int(groups))
+    if center.device.type in _KERNELS["interval_conv2d"]:
+        return torch.ops.robustops.interval_conv2d.default(center, radius, weight, bias, *args)
+    _extension.warn_fallback("interval_conv2d", center.device.type)
+    return _ref.interval_conv2d(center, radius, weight, bias, *args)
+
+
+def _register_layers() -> None:
+    """Fake kernels and autograd of interval_linear and interval_conv2d:
+    d(W c + b) and d(|W| r), with d|W| = sign(W) dW."""
+    F = torch.nn.functional
+
+    @torch.library.register_fake("robustops::interval_linear")
+    def _(center, radius, weight, bias=None):
+        out = F.linear(center, weight, bias)
+        return out, torch.empty_like(out)
+
+    @torch.library.register_fake("robustops::interval_conv2d")
+    def _(center, radius, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+        out = F.conv2d(center, weight, bias, stride, padding, dilation, groups)
+        return out, torch.empty_like(out)
+
+    def save_linear(ctx, inputs, output):
+        center, radius, weight, bias = inputs
+        ctx.save_for_backward(center, radius, weight)
+        ctx.has_bias = bias is not None
+
+    def linear_backward(ctx, gc, gr):
+        center, radius, weight = ctx.saved_tensors
+        # (a None bias is not among the inputs counted here)
+        need_c, need_r, need_w, need_b = (tuple(ctx.needs_input_grad) + (False,) * 4)[:4]
+        abs_w = weight.abs()
+        grad_c = gc.matmul(weight) if need_c and gc is not None else None
+        grad_r = gr.matmul(abs_w) if need_r and gr is not None else None
+        grad_w = grad_b = None
+        if need_w:
+            grad_w = torch.zeros_like(weight)
+            if gc is not None:
+                grad_w = grad_w + gc.reshape(-1, gc.shape[-1]).t().mm(center.reshape(-1, center.shape[-1]))
+            if gr is not None:
+                grad_w = grad_w + weight.sign() * gr.reshape(-1, gr.shape[-1]).t().mm(
+                    radius.reshape(-1, radius.shape[-1]))
+        if need_b and ctx.has_bias and gc is not None:
+            grad_b = gc.reshape(-1, gc.shape[-1]).sum(0)
+        return grad_c, grad_r, grad_w, grad_b
+
+    def save_conv(ctx, inputs, output):
+        center, radius, weight, bias, stride, padding, dilation, groups = inputs
+        ctx.save_for_backward(center, radius, weight)
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.has_bias = bias is not None
+
+    def conv_backward(ctx, gc, gr):
+        center, radius, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        need_c, need_r, need_w, need_b = (tuple(ctx.needs_input_grad) + (False,) * 4)[:4]
+        cb = torch.ops.aten.convolution_backward
+        grad_c = grad_r = grad_w = grad_b = None
+        if gc is not None and (need_c or need_w or need_b):
+            bias_sizes = [weight.shape[0]] if need_b and ctx.has_bias else None
+            grad_c, grad_w, grad_b = cb(gc, center, weight, bias_sizes, stride, padding, dilation, False,
+                                        [0, 0], groups, [need_c, need_w, bias_sizes is not None])
+        if gr is not None and (need_r or need_w):
+            grad_r, gw_abs, _ = cb(gr, radius, weight.abs(), None, stride, padding, dilation, False, [0, 0],
+                                   groups, [need_r, need_w, False])
+            if need_w:
+                gw_abs = weight.sign() * gw_abs
+                grad_w = gw_abs if grad_w is None else grad_w + gw_abs
+        return grad_c, grad_r, grad_w, grad_b, None, None, None, None
+
+    torch.library.register_autograd("robustops::interval_linear", linear_backward, setup_context=save_linear)
+    torch.library.register_autograd("robustops::interval_conv2d", conv_backward, setup_context=save_conv)
+
+
 def _register() -> None:
+    _register_layers()
     for op in _OPS:
         torch.library.register_fake(
             f"robustops::{op}", lambda c, r: (torch.empty_like(c), torch.empty_like(c)))

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from robustops.reference import saf
 
-__all__ = ["interval_relu", "interval_mrelu", "interval_rbf", "interval_image"]
+__all__ = ["interval_relu", "interval_mrelu", "interval_rbf", "interval_image", "interval_linear",
+           "interval_conv2d"]
 
 Interval = Tuple[Tensor, Tensor]
 
@@ -53,3 +54,16 @@ def interval_mrelu(center: Tensor, radius: Tensor) -> Interval:
 
 def interval_rbf(center: Tensor, radius: Tensor) -> Interval:
     return interval_image(saf.rbf, center, radius, unimodal=True)
+
+
+def interval_linear(center: Tensor, radius: Tensor, weight: Tensor, bias=None) -> Interval:
+    """(W c + b, |W| r): the interval image of x -> W x + b, from the definition."""
+    return torch.nn.functional.linear(center, weight, bias), torch.nn.functional.linear(radius, weight.abs())
+
+
+def interval_conv2d(center: Tensor, radius: Tensor, weight: Tensor, bias=None, stride=1, padding=0,
+                    dilation=1, groups=1) -> Interval:
+    """(W * c + b, |W| * r) for a 2-d convolution *."""
+    conv = torch.nn.functional.conv2d
+    return (conv(center, weight, bias, stride, padding, dilation, groups),
+            conv(radius, weight.abs(), None, stride, padding, dilation, groups))

@@ -120,3 +120,71 @@ def test_bad_input(name):
         op(torch.zeros(3), torch.zeros(3, dtype=torch.float64))
     with pytest.raises(RuntimeError, match=f"robustops::{name}: argument 'radius' has shape"):
         getattr(torch.ops.robustops, name)(torch.zeros(3), torch.zeros(2))
+
+
+def _layer_cases(device, dtype):
+    g = torch.Generator().manual_seed(2)
+    kw = dict(dtype=torch.float64)
+    lin = [
+        (torch.randn(8, 20, generator=g, **kw), torch.randn(7, 20, generator=g, **kw), torch.randn(7, generator=g, **kw), {}),
+        (torch.randn(3, 4, 20, generator=g, **kw), torch.randn(7, 20, generator=g, **kw), None, {}),
+    ]
+    conv = [
+        (torch.randn(4, 6, 9, 9, generator=g, **kw), torch.randn(8, 6, 3, 3, generator=g, **kw),
+         torch.randn(8, generator=g, **kw), dict(stride=1, padding=1)),
+        (torch.randn(4, 6, 9, 9, generator=g, **kw), torch.randn(8, 3, 4, 4, generator=g, **kw), None,
+         dict(stride=2, padding=(1, 0), dilation=(1, 2), groups=2)),
+    ]
+    move = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
+    return ([("linear", move(x), move(w), move(b), k) for x, w, b, k in lin]
+            + [("conv2d", move(x), move(w), move(b), k) for x, w, b, k in conv])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_interval_layers_against_reference_and_sound(dtype, device):
+    for kind, c, w, b, kw in _layer_cases(device, dtype):
+        r = torch.rand_like(c) * 0.3
+        op = getattr(robustops.ops, f"interval_{kind}")
+        oc, orr = op(c, r, w, b, **kw)
+        ec, er = getattr(ref, f"interval_{kind}")(c, r, w, b, **kw)
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+        assert_close(oc, ec, **tol)
+        assert_close(orr, er, **tol)
+        # every point of the box maps inside the output interval
+        layer = (lambda x: torch.nn.functional.linear(x, w, b)) if kind == "linear" else \
+            (lambda x: torch.nn.functional.conv2d(x, w, b, **kw))
+        for _ in range(20):
+            corner = c + r * torch.randint(0, 2, c.shape, device=device).to(dtype).mul(2).sub(1)
+            for x in (corner, c + r * (torch.rand_like(c) * 2 - 1)):
+                y = layer(x)
+                slack = 1e-4 if dtype == torch.float32 else 1e-10
+                assert ((y >= oc - orr - slack) & (y <= oc + orr + slack)).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_interval_layers_gradcheck_and_opcheck(device):
+    for kind, c, w, b, kw in _layer_cases(device, torch.float64):
+        r = torch.rand_like(c) * 0.3
+        args = [t.detach().requires_grad_() if t is not None else None for t in (c, r, w, b)]
+        op = getattr(robustops.ops, f"interval_{kind}")
+        assert torch.autograd.gradcheck(lambda *a: op(*a, **kw), tuple(args))
+        schema = getattr(torch.ops.robustops, f"interval_{kind}").default
+        if kind == "conv2d":
+            pair = lambda v: [v, v] if isinstance(v, int) else list(v)  # noqa: E731
+            extra = (pair(kw.get("stride", 1)), pair(kw.get("padding", 0)), pair(kw.get("dilation", 1)),
+                     kw.get("groups", 1))
+        else:
+            extra = ()
+        torch.library.opcheck(schema, (*args, *extra))
+
+
+def test_interval_layers_bad_input():
+    c, r = torch.randn(2, 5), torch.rand(2, 5)
+    with pytest.raises(RuntimeError, match=r"robustops::interval_linear: argument 'weight' must be \[out_features, 5\]"):
+        robustops.ops.interval_linear(c, r, torch.randn(3, 4))
+    with pytest.raises(ValueError, match="same shape"):
+        robustops.ops.interval_linear(c, r[:, :4], torch.randn(3, 5))
+    with pytest.raises(ValueError, match="'padding' must be an int or two ints"):
+        robustops.ops.interval_conv2d(torch.randn(1, 2, 5, 5), torch.rand(1, 2, 5, 5), torch.randn(3, 2, 3, 3),
+                                      padding="same")
