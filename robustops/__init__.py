@@ -9,8 +9,8 @@ robust neural networks.
 """
 
 from robustops._extension import FallbackWarning, extension_info
-from robustops import ops, reference, nn, models, bang  # noqa: E402  (ops registers autograd/fake)
+from robustops import ops, reference, nn, models, bang, bounds  # noqa: E402  (ops registers autograd/fake)
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "nn", "models", "reference", "bang", "extension_info", "FallbackWarning", "__version__"]
+__all__ = ["ops", "nn", "models", "reference", "bang", "bounds", "extension_info", "FallbackWarning", "__version__"]

@@ -1,0 +1,199 @@
+"""Interval bound propagation (IBP, Gowal et al. 2018) through feed-forward models,
+with the specification matrix folded into the last linear layer.
+
+``BoundedModule(model)`` traces ``model`` (torch.fx) into a chain of layers and
+propagates an L-inf ball, as center/radius intervals, through it with the fused
+interval ops of robustops.ops:
+
+    Linear, Conv2d              (W c + b, |W| r)
+    ReLU, MReLU, RBF            exact interval images
+    Flatten, Identity, Dropout  shape only / identity
+    AvgPool2d                   (avgpool c, avgpool r): non-negative weights
+    MaxPool2d                   [maxpool l, maxpool u]: monotone
+    BatchNorm1d/2d              y = a x + b per channel with the running statistics
+                                (the bounds use them whatever the module's mode)
+
+Any other layer is rejected with an error naming it. For a classifier with K
+outputs and labels y, ``margin_bounds`` returns lower bounds of z_y - z_j for every
+j != y, [N, K - 1], computed with C = e_y - e_j folded into the last Linear layer
+(tighter than bounding z and subtracting); a model ending in another layer (the
+SAF networks' RBF outputs) gets lo(z_y) - hi(z_j) from the output interval.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Tuple, Union
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustops import ops
+from robustops.nn.saf import RBF, MReLU
+
+__all__ = ["BoundedModule", "Interval", "input_interval", "specification"]
+
+Interval = Tuple[Tensor, Tensor]  # (center, radius)
+
+_ACTIVATIONS = {nn.ReLU: ops.interval_relu, MReLU: ops.interval_mrelu, RBF: ops.interval_rbf}
+_SUPPORTED = (nn.Linear, nn.Conv2d, nn.ReLU, MReLU, RBF, nn.Flatten, nn.Identity, nn.Dropout,
+              nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, _SUPPORTED) or super().is_leaf_module(m, qualname)
+
+
+def _chain(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """The model's layers in order, if its forward is a chain of supported layers."""
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as e:  # noqa: BLE001
+        raise TypeError(f"BoundedModule: cannot trace {type(model).__name__} into a chain of layers "
+                        f"({type(e).__name__}: {e})") from e
+    modules = dict(model.named_modules())
+    layers = []
+    for node in graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op == "call_module" and isinstance(modules[node.target], _SUPPORTED):
+            if len(node.args) != 1 or node.kwargs:
+                raise TypeError(f"BoundedModule: layer '{node.target}' is not called on the previous "
+                                "layer's output alone: only feed-forward chains are supported")
+            layers.append((node.target, modules[node.target]))
+            continue
+        what = (f"layer '{node.target}' ({type(modules[node.target]).__name__})" if node.op == "call_module"
+                else f"operation '{getattr(node.target, '__name__', node.target)}'")
+        raise TypeError(f"BoundedModule: unsupported {what}; supported layers: "
+                        + ", ".join(t.__name__ for t in _SUPPORTED))
+    return layers
+
+
+def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> Tuple[Tensor, Tensor]:
+    if bn.running_mean is None or bn.running_var is None:
+        raise TypeError("BoundedModule: BatchNorm without running statistics is not supported")
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def _channel_view(v: Tensor, dim: int) -> Tensor:
+    return v.reshape((1, -1) + (1,) * (dim - 2))
+
+
+def interval_through(layer: nn.Module, c: Tensor, r: Tensor) -> Interval:
+    """The IBP image of (c, r) under one supported layer."""
+    if isinstance(layer, nn.Linear):
+        return ops.interval_linear(c, r, layer.weight, layer.bias)
+    if isinstance(layer, nn.Conv2d):
+        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            raise TypeError("BoundedModule: Conv2d needs numeric zero padding, got "
+                            f"padding={layer.padding!r}, padding_mode={layer.padding_mode!r}")
+        return ops.interval_conv2d(c, r, layer.weight, layer.bias, layer.stride, layer.padding,
+                                   layer.dilation, layer.groups)
+    for kind, op in _ACTIVATIONS.items():
+        if type(layer) is kind or isinstance(layer, kind):
+            return op(c, r)
+    if isinstance(layer, nn.Flatten):
+        return layer(c), layer(r)
+    if isinstance(layer, (nn.Identity, nn.Dropout)):
+        return c, r
+    if isinstance(layer, nn.AvgPool2d):
+        return layer(c), layer(r)
+    if isinstance(layer, nn.MaxPool2d):
+        lo, hi = layer(c - r), layer(c + r)
+        return (hi + lo) / 2, (hi - lo) / 2
+    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        scale, shift = _bn_affine(layer)
+        return c * _channel_view(scale, c.dim()) + _channel_view(shift, c.dim()), \
+            r * _channel_view(scale.abs(), c.dim())
+    raise TypeError(f"BoundedModule: unsupported layer {type(layer).__name__}")
+
+
+def specification(y: Tensor, num_classes: int) -> Tensor:
+    """C [N, K - 1, K] with rows e_y - e_j for every j != y."""
+    n = y.shape[0]
+    eye = torch.eye(num_classes, device=y.device)
+    c = eye[y].unsqueeze(1) - eye.unsqueeze(0)  # [N, K, K]: row j = e_y - e_j
+    keep = torch.ones(n, num_classes, dtype=torch.bool, device=y.device)
+    keep[torch.arange(n, device=y.device), y] = False
+    return c[keep].reshape(n, num_classes - 1, num_classes)
+
+
+def input_interval(x: Tensor, eps: Union[float, Tensor], lower: Union[float, Tensor, None] = 0.0,
+                   upper: Union[float, Tensor, None] = 1.0) -> Interval:
+    """The L-inf ball of radius eps (a number, or one per sample) around x, clipped
+    to the input domain [lower, upper] (None: unbounded), as (center, radius)."""
+    if isinstance(eps, Tensor):
+        if eps.dim() != 1 or eps.shape[0] != x.shape[0]:
+            raise ValueError(f"BoundedModule: argument 'eps' must be a number or have shape ({x.shape[0]},), "
+                             f"got {tuple(eps.shape)}")
+        if not torch.compiler.is_compiling() and bool((eps < 0).any()):
+            raise ValueError("BoundedModule: argument 'eps' (the radius) must be >= 0")
+        eps = eps.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))
+    elif not eps >= 0:
+        raise ValueError(f"BoundedModule: argument 'eps' (the radius) must be >= 0, got {eps}")
+    lo, hi = x - eps, x + eps
+    if lower is not None:
+        lo = torch.clamp(lo, min=lower) if not isinstance(lower, Tensor) else torch.maximum(lo, lower)
+    if upper is not None:
+        hi = torch.clamp(hi, max=upper) if not isinstance(upper, Tensor) else torch.minimum(hi, upper)
+    if lower is not None and upper is not None and not torch.compiler.is_compiling():
+        if bool((torch.as_tensor(lower) > torch.as_tensor(upper)).any()):
+            raise ValueError("BoundedModule: the input domain has lower > upper")
+    return (hi + lo) / 2, (hi - lo) / 2
+
+
+class BoundedModule(nn.Module):
+    """Interval bounds of a feed-forward model (see the module docstring). The model
+    is shared, not copied: training the BoundedModule trains the model.
+
+    Call it like the model for the plain forward; ``interval(c, r)`` propagates an
+    interval; ``ibp_margins(x, y, eps, lower, upper)`` gives the IBP lower bounds of
+    the margins z_y - z_j (j != y) over the clipped L-inf ball.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.layers = _chain(model)
+        if not self.layers:
+            raise TypeError("BoundedModule: the model has no layers")
+        self._fold = isinstance(self.layers[-1][1], nn.Linear)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def interval(self, center: Tensor, radius: Tensor, last: Optional[int] = None) -> Interval:
+        """Propagate (center, radius) through the layers [0, last)."""
+        for _, layer in self.layers[:last]:
+            center, radius = interval_through(layer, center, radius)
+        return center, radius
+
+    def ibp_margins(self, x: Tensor, y: Tensor, eps: Union[float, Tensor], lower=0.0, upper=1.0) -> Tensor:
+        """IBP lower bounds of z_y - z_j for j != y over the ball: [N, K - 1]."""
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"BoundedModule: argument 'y' must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        c, r = input_interval(x, eps, lower, upper)
+        if not self._fold:
+            c, r = self.interval(c, r)
+            n, k = c.shape
+            others = torch.ones(n, k, dtype=torch.bool, device=c.device)
+            others[torch.arange(n, device=c.device), y] = False
+            lo_y = (c - r).gather(1, y[:, None])
+            return lo_y - (c + r)[others].reshape(n, k - 1)
+        c, r = self.interval(c, r, last=-1)
+        last = self.layers[-1][1]
+        spec = specification(y, last.out_features).to(last.weight.dtype)
+        w = spec.matmul(last.weight)  # [N, K-1, in]
+        center = torch.bmm(w, c.unsqueeze(-1)).squeeze(-1)
+        if last.bias is not None:
+            center = center + spec.matmul(last.bias)
+        radius = torch.bmm(w.abs(), r.unsqueeze(-1)).squeeze(-1)
+        return center - radius

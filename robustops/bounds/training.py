@@ -1,0 +1,124 @@
+"""Certified training losses and schedules: the global, monotonically decreasing
+robustness loss (GM, Liang et al. 2023) on interval bounds, its uniform variant
+(GRT), plain IBP training (N = 1), the schedules of eps, kappa and beta, and the
+clean and verified errors.
+
+    Loss     = kappa * CE(z(x), y) + (1 - kappa) * Loss_rob
+    Loss_rob = sum_{i=1..N} c_i * CE(-m(x, r_i), y),    r_i = i * eps / N
+
+where m(x, r) are the lower bounds of the margins z_y - z_j over the L-inf ball of
+radius r (clipped to the input domain), CE(-m, y) is the cross-entropy of the
+logits [0, -m_j] with target 0, and c_i is proportional to 1 / r_i and sums to 1
+(GM) or is 1 / N (GRT). All N radii go through the network in one pass, stacked on
+the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from robustops.bounds.ibp import BoundedModule
+
+__all__ = ["robust_cross_entropy", "subperturbation_weights", "certified_loss", "CertifiedLoss",
+           "verified_error", "clean_error", "linear_schedule", "smoothed_schedule"]
+
+
+def robust_cross_entropy(margins: Tensor, reduction: str = "mean") -> Tensor:
+    """CE(-m, y): cross-entropy of the logits [0, -m_1, ..., -m_{K-1}] with target 0,
+    for margin lower bounds m [N, K - 1] (the true class's logit is 0)."""
+    logits = torch.cat([margins.new_zeros(margins.shape[0], 1), -margins], 1)
+    return F.cross_entropy(logits, margins.new_zeros(margins.shape[0], dtype=torch.long), reduction=reduction)
+
+
+def subperturbation_weights(n: int, kind: str = "gm", device=None) -> Tensor:
+    """c_1..c_N: proportional to 1 / r_i = N / (i eps), summing to 1 ("gm"), or 1/N
+    ("uniform", GRT)."""
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"subperturbation_weights: argument 'n' must be an int >= 1, got {n!r}")
+    if kind == "gm":
+        w = 1.0 / torch.arange(1, n + 1, dtype=torch.float64, device=device)
+    elif kind == "uniform":
+        w = torch.ones(n, dtype=torch.float64, device=device)
+    else:
+        raise ValueError(f"subperturbation_weights: argument 'kind' must be 'gm' or 'uniform', got {kind!r}")
+    return w / w.sum()
+
+
+@dataclass
+class CertifiedLoss:
+    """The loss and its parts, for logging."""
+
+    loss: Tensor
+    clean: Tensor          # CE(z(x), y)
+    robust: Tensor         # Loss_rob
+    per_radius: Tensor     # CE(-m(x, r_i), y) for i = 1..N
+
+
+def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, *, n: int = 1,
+                   weights: str = "gm", kappa: float = 0.5, lower: Union[float, Tensor, None] = 0.0,
+                   upper: Union[float, Tensor, None] = 1.0, logits: Optional[Tensor] = None) -> CertifiedLoss:
+    """The certified training loss above with IBP bounds (``n`` sub-perturbations,
+    ``weights`` "gm" or "uniform"). ``logits`` (optional) are the model's outputs on
+    x, if the caller has them already."""
+    if not eps >= 0:
+        raise ValueError(f"certified_loss: argument 'eps' must be >= 0, got {eps}")
+    if not 0 <= kappa <= 1:
+        raise ValueError(f"certified_loss: argument 'kappa' must be in [0, 1], got {kappa}")
+    c = subperturbation_weights(n, weights, device=x.device).to(x.dtype)
+    if logits is None:
+        logits = bounded(x)
+    clean = F.cross_entropy(logits, y)
+    b = x.shape[0]
+    # all radii in one pass: [r_1 x, ..., r_N x] stacked on the batch
+    radii = torch.arange(1, n + 1, dtype=x.dtype, device=x.device) * (eps / n)
+    xs = x.repeat((n,) + (1,) * (x.dim() - 1))
+    margins = bounded.ibp_margins(xs, y.repeat(n), radii.repeat_interleave(b), lower, upper)
+    per_radius = robust_cross_entropy(margins, reduction="none").reshape(n, b).mean(1)
+    robust = (c * per_radius).sum()
+    return CertifiedLoss(kappa * clean + (1 - kappa) * robust, clean, robust, per_radius)
+
+
+@torch.no_grad()
+def verified_error(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, lower=0.0, upper=1.0) -> float:
+    """The fraction of samples not verified robust at eps: some margin lower bound
+    is not positive (the clean prediction counts: at eps = 0 this is the error)."""
+    margins = bounded.ibp_margins(x, y, eps, lower, upper)
+    return (margins.amin(1) <= 0).float().mean().item()
+
+
+@torch.no_grad()
+def clean_error(model, x: Tensor, y: Tensor) -> float:
+    return (model(x).argmax(1) != y).float().mean().item()
+
+
+def linear_schedule(step: int, start: int, end: int, initial: float, final: float) -> float:
+    """initial until ``start``, then linearly to ``final`` at ``end``, then final."""
+    if end <= start:
+        return final if step >= start else initial
+    t = min(max((step - start) / (end - start), 0.0), 1.0)
+    return initial + t * (final - initial)
+
+
+def smoothed_schedule(step: int, start: int, end: int, initial: float, final: float,
+                      mid: float = 0.25, power: float = 4.0) -> float:
+    """The smoothed ramp of CROWN-IBP training: from ``start`` it grows like
+    (step - start)^power until the fraction ``mid`` of the ramp, then linearly to
+    ``final`` at ``end``, the two pieces meeting with equal value and slope."""
+    if not power >= 2 or not 0 <= mid <= 1:
+        raise ValueError("smoothed_schedule: needs power >= 2 and 0 <= mid <= 1")
+    if step <= start or end <= start:
+        return initial if step <= start else final
+    mid_step = start + int((end - start) * mid)
+    if mid_step <= start:
+        return linear_schedule(step, start, end, initial, final)
+    a, b = mid_step - start, end - mid_step
+    alpha = (final - initial) / (a ** (power - 1) * (power * b + a))
+    if step < mid_step:
+        return initial + alpha * (step - start) ** power
+    mid_value = initial + alpha * a ** power
+    return min(mid_value + (final - mid_value) * (step - mid_step) / max(b, 1), final)
