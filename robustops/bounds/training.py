@@ -7,7 +7,7 @@ clean and verified errors.
     Loss_rob = sum_{i=1..N} c_i * CE(-m(x, r_i), y),    r_i = i * eps / N
 
 where m(x, r) are the lower bounds of the margins z_y - z_j over the L-inf ball of
-radius r (clipped to the input domain), CE(-m, y) is the cross-entropy of the
+radius r (clipped to the input domain), from IBP or CROWN-IBP, CE(-m, y) is the cross-entropy of the
 logits [0, -m_j] with target 0, and c_i is proportional to 1 / r_i and sums to 1
 (GM) or is 1 / N (GRT). All N radii go through the network in one pass, stacked on
 the batch.
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robustops.bounds.crown import crown_ibp_margins
 from robustops.bounds.ibp import BoundedModule
 
 __all__ = ["robust_cross_entropy", "subperturbation_weights", "certified_loss", "CertifiedLoss",
@@ -60,11 +61,13 @@ class CertifiedLoss:
 
 
 def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, *, n: int = 1,
-                   weights: str = "gm", kappa: float = 0.5, lower: Union[float, Tensor, None] = 0.0,
-                   upper: Union[float, Tensor, None] = 1.0, logits: Optional[Tensor] = None) -> CertifiedLoss:
-    """The certified training loss above with IBP bounds (``n`` sub-perturbations,
-    ``weights`` "gm" or "uniform"). ``logits`` (optional) are the model's outputs on
-    x, if the caller has them already."""
+                   weights: str = "gm", kappa: float = 0.5, method: str = "ibp", beta: float = 1.0,
+                   lower: Union[float, Tensor, None] = 0.0, upper: Union[float, Tensor, None] = 1.0,
+                   logits: Optional[Tensor] = None) -> CertifiedLoss:
+    """The certified training loss above with ``n`` sub-perturbations (``weights``
+    "gm" or "uniform") and bounds from ``method`` "ibp" or "crown-ibp" (the CROWN
+    bound mixed with the IBP one: beta * CROWN + (1 - beta) * IBP). ``logits``
+    (optional) are the model's outputs on x, if the caller has them already."""
     if not eps >= 0:
         raise ValueError(f"certified_loss: argument 'eps' must be >= 0, got {eps}")
     if not 0 <= kappa <= 1:
@@ -77,17 +80,29 @@ def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, *, 
     # all radii in one pass: [r_1 x, ..., r_N x] stacked on the batch
     radii = torch.arange(1, n + 1, dtype=x.dtype, device=x.device) * (eps / n)
     xs = x.repeat((n,) + (1,) * (x.dim() - 1))
-    margins = bounded.ibp_margins(xs, y.repeat(n), radii.repeat_interleave(b), lower, upper)
+    if method == "ibp":
+        margins = bounded.ibp_margins(xs, y.repeat(n), radii.repeat_interleave(b), lower, upper)
+    elif method == "crown-ibp":
+        margins = crown_ibp_margins(bounded, xs, y.repeat(n), radii.repeat_interleave(b), lower, upper, beta)
+    else:
+        raise ValueError(f"certified_loss: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
     per_radius = robust_cross_entropy(margins, reduction="none").reshape(n, b).mean(1)
     robust = (c * per_radius).sum()
     return CertifiedLoss(kappa * clean + (1 - kappa) * robust, clean, robust, per_radius)
 
 
 @torch.no_grad()
-def verified_error(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, lower=0.0, upper=1.0) -> float:
-    """The fraction of samples not verified robust at eps: some margin lower bound
-    is not positive (the clean prediction counts: at eps = 0 this is the error)."""
-    margins = bounded.ibp_margins(x, y, eps, lower, upper)
+def verified_error(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, lower=0.0, upper=1.0,
+                   method: str = "ibp") -> float:
+    """The fraction of samples not verified robust at eps by ``method`` ("ibp" or
+    "crown-ibp", with beta = 1): some margin lower bound is not positive (the clean
+    prediction counts: at eps = 0 this is the error)."""
+    if method == "ibp":
+        margins = bounded.ibp_margins(x, y, eps, lower, upper)
+    elif method == "crown-ibp":
+        margins = crown_ibp_margins(bounded, x, y, eps, lower, upper, 1.0)
+    else:
+        raise ValueError(f"verified_error: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
     return (margins.amin(1) <= 0).float().mean().item()
 
 

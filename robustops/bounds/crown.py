@@ -1,0 +1,173 @@
+"""CROWN-IBP (Zhang et al. 2020): the CROWN backward bound of the margins, with the
+intermediate (pre-activation) bounds from IBP, and its mix with the IBP bound.
+
+Going back from the specification C (folded into the last Linear layer), a linear
+function A z + d of each layer's output is turned into one of the layer's input:
+
+    affine layers (Linear, Conv2d, Flatten, AvgPool2d, BatchNorm, Identity, Dropout):
+        A' = A L, d' = d + A f(0)       (L: the layer's linear part, as a vjp)
+    activations, with the linear relaxation a_lo x + b_lo <= f(x) <= a_up x + b_up
+    on the IBP interval [l, u] of their input:
+        A' = A+ a_lo + A- a_up,  d' = d + A+ b_lo + A- b_up
+
+and at the input, min over the box [l0, u0] of A x + d = A+ l0 + A- u0 + d. The
+relaxations (``relaxation``) are sound for ReLU (CROWN's adaptive lower slope),
+mReLU and the RBF: exact on their linear pieces, chord and tangent lines where the
+function is concave or convex on the whole interval, the interval's constant
+bounds otherwise. MaxPool2d has no relaxation here: CROWN-IBP rejects it (IBP
+handles it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustops.bounds.ibp import BoundedModule, input_interval, interval_through, specification
+from robustops.nn.saf import RBF, MReLU
+from robustops.reference import saf
+
+__all__ = ["relaxation", "crown_ibp_margins"]
+
+Relaxation = Tuple[Tensor, Tensor, Tensor, Tensor]  # a_lo, b_lo, a_up, b_up
+_ACTIVATIONS = (nn.ReLU, MReLU, RBF)
+
+
+def _line_through(fl: Tensor, fu: Tensor, l: Tensor, u: Tensor, tangent_slope: Tensor) -> Tuple[Tensor, Tensor]:
+    """(slope, intercept) of the chord from (l, f(l)) to (u, f(u)); the tangent slope
+    at l when the interval is a point."""
+    width = u - l
+    point = width <= 0
+    slope = torch.where(point, tangent_slope, (fu - fl) / torch.where(point, torch.ones_like(width), width))
+    return slope, fl - slope * l
+
+
+def relaxation(layer: nn.Module, l: Tensor, u: Tensor) -> Relaxation:
+    """Sound linear bounds of the activation on [l, u] (see the module docstring)."""
+    zero, one = torch.zeros_like(l), torch.ones_like(l)
+    if isinstance(layer, nn.ReLU):
+        dead, alive = u <= 0, l >= 0
+        mixed = ~dead & ~alive
+        width = torch.where(mixed, u - l, one)
+        a_up = torch.where(dead, zero, torch.where(alive, one, u / width))
+        b_up = torch.where(mixed, -l * u / width, zero)
+        a_lo = torch.where(dead, zero, torch.where(alive, one, (u > -l).to(l.dtype)))
+        return a_lo, zero, a_up, b_up
+    if isinstance(layer, MReLU):
+        f = saf.mrelu
+        df = lambda x: saf.mrelu_backward(torch.ones_like(x), x)  # noqa: E731
+    elif isinstance(layer, RBF):
+        f = saf.rbf
+        df = lambda x: saf.rbf_backward(torch.ones_like(x), x)  # noqa: E731
+    else:
+        raise TypeError(f"CROWN-IBP: no relaxation for {type(layer).__name__}")
+    fl, fu = f(l), f(u)
+    # the interval's constant bounds: always sound
+    lo = torch.minimum(fl, fu)
+    hi = torch.where((l <= 0) & (u >= 0), one, torch.maximum(fl, fu))
+    a_lo, b_lo, a_up, b_up = zero, lo, zero, hi
+    chord_a, chord_b = _line_through(fl, fu, l, u, df(l))
+    mid = (l + u) / 2
+    tan_a = df(mid)
+    tan_b = f(mid) - tan_a * mid
+    if isinstance(layer, MReLU):
+        # linear pieces: [-1, 0] (1 + x), [0, 1] (1 - x), outside [-1, 1] (0): exact
+        piece = ((l >= -1) & (u <= 0)) | ((l >= 0) & (u <= 1)) | (u <= -1) | (l >= 1)
+        concave = (l >= -1) & (u <= 1)  # 1 - |x|: the chord is below
+        a_lo = torch.where(piece | concave, chord_a, a_lo)
+        b_lo = torch.where(piece | concave, chord_b, b_lo)
+        a_up = torch.where(piece, chord_a, a_up)
+        b_up = torch.where(piece, chord_b, b_up)
+    else:
+        k = 1 / math.sqrt(2)  # exp(-x^2) is concave on [-k, k], convex outside
+        concave = (l >= -k) & (u <= k)
+        convex = (l >= k) | (u <= -k)
+        a_lo = torch.where(concave, chord_a, torch.where(convex, tan_a, a_lo))
+        b_lo = torch.where(concave, chord_b, torch.where(convex, tan_b, b_lo))
+        a_up = torch.where(concave, tan_a, torch.where(convex, chord_a, a_up))
+        b_up = torch.where(concave, tan_b, torch.where(convex, chord_b, b_up))
+    return a_lo, b_lo, a_up, b_up
+
+
+def _affine_fn(layer: nn.Module):
+    """The layer as the affine map the bounds use (batch norm with its running
+    statistics, dropout as identity)."""
+    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return lambda x: F.batch_norm(x, layer.running_mean, layer.running_var, layer.weight, layer.bias,
+                                      False, 0.0, layer.eps)
+    if isinstance(layer, nn.Dropout):
+        return lambda x: x
+    if isinstance(layer, nn.MaxPool2d):
+        raise TypeError("CROWN-IBP: MaxPool2d has no linear relaxation here; use IBP for such models")
+    return layer
+
+
+def _affine_back(layer: nn.Module, a: Tensor, in_shape) -> Tuple[Tensor, Tensor]:
+    """(A L, A f(0)) for A [N, S, *out] through an affine layer f(x) = L x + f(0)
+    with input shape in_shape."""
+    n, s = a.shape[:2]
+    if isinstance(layer, nn.Linear):
+        d = a.matmul(layer.bias) if layer.bias is not None else a.new_zeros(n, s)
+        return a.matmul(layer.weight), d
+    fn = _affine_fn(layer)
+    flat = a.reshape((n * s,) + tuple(a.shape[2:]))
+    with torch.enable_grad():
+        x0 = a.new_zeros((n * s,) + tuple(in_shape), requires_grad=True)
+        out = fn(x0)
+        (back,) = torch.autograd.grad(out, x0, flat, create_graph=torch.is_grad_enabled() or a.requires_grad)
+    d = (flat * out).reshape(n, s, -1).sum(-1)
+    return back.reshape((n, s) + tuple(in_shape)), d
+
+
+def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[float, Tensor],
+                      lower=0.0, upper=1.0, beta: float = 1.0) -> Tensor:
+    """Lower bounds of z_y - z_j (j != y): beta * CROWN-IBP + (1 - beta) * IBP."""
+    if not 0 <= beta <= 1:
+        raise ValueError(f"crown_ibp_margins: argument 'beta' must be in [0, 1], got {beta}")
+    c0, r0 = input_interval(x, eps, lower, upper)
+    layers = [m for _, m in bounded.layers]
+    fold = isinstance(layers[-1], nn.Linear)
+    body = layers[:-1] if fold else layers
+    # forward: IBP, keeping each layer's input interval (shapes and activation inputs)
+    inputs = []  # (center, radius, output shape) of every layer of the body
+    c, r = c0, r0
+    for layer in body:
+        ci, ri = c, r
+        c, r = interval_through(layer, c, r)
+        inputs.append((ci, ri, tuple(c.shape[1:])))
+    n = x.shape[0]
+    if fold:
+        last = layers[-1]
+        spec = specification(y, last.out_features).to(x.dtype)
+        a = spec.matmul(last.weight)
+        d = spec.matmul(last.bias) if last.bias is not None else x.new_zeros(spec.shape[:2])
+        ibp = torch.bmm(a, c.unsqueeze(-1)).squeeze(-1) + d - torch.bmm(a.abs(), r.unsqueeze(-1)).squeeze(-1)
+    else:
+        spec = specification(y, c.shape[1]).to(x.dtype)
+        a, d = spec, x.new_zeros(spec.shape[:2])
+        lo_y = (c - r).gather(1, y[:, None])
+        keep = torch.ones_like(c, dtype=torch.bool)
+        keep[torch.arange(n, device=x.device), y] = False
+        ibp = lo_y - (c + r)[keep].reshape(n, -1)
+    if beta == 0:
+        return ibp
+    # backward: CROWN
+    for layer, (ci, ri, out_shape) in zip(reversed(body), reversed(inputs)):
+        a = a.reshape((n, a.shape[1]) + out_shape)
+        if isinstance(layer, _ACTIVATIONS):
+            a_lo, b_lo, a_up, b_up = relaxation(layer, ci - ri, ci + ri)
+            shape = (n, 1) + tuple(ci.shape[1:])
+            ap, an = a.clamp(min=0), a.clamp(max=0)
+            d = d + (ap * b_lo.reshape(shape) + an * b_up.reshape(shape)).flatten(2).sum(-1)
+            a = ap * a_lo.reshape(shape) + an * a_up.reshape(shape)
+        else:
+            a, back_d = _affine_back(layer, a, ci.shape[1:])
+            d = d + back_d
+    a = a.reshape(n, a.shape[1], -1)
+    l0, u0 = (c0 - r0).reshape(n, -1, 1), (c0 + r0).reshape(n, -1, 1)
+    crown = torch.bmm(a.clamp(min=0), l0).squeeze(-1) + torch.bmm(a.clamp(max=0), u0).squeeze(-1) + d
+    return beta * crown + (1 - beta) * ibp
