@@ -113,6 +113,26 @@ def _affine_back(layer: nn.Module, a: Tensor, in_shape) -> Tuple[Tensor, Tensor]
     if isinstance(layer, nn.Linear):
         d = a.matmul(layer.bias) if layer.bias is not None else a.new_zeros(n, s)
         return a.matmul(layer.weight), d
+    if isinstance(layer, nn.Conv2d):
+        # the transposed convolution of A, without a forward pass; A f(0) = A . bias
+        flat = a.reshape((n * s,) + tuple(a.shape[2:]))
+        back = torch.nn.grad.conv2d_input((n * s,) + tuple(in_shape), layer.weight, flat, layer.stride,
+                                          layer.padding, layer.dilation, layer.groups)
+        d = a.sum(dim=(3, 4)).matmul(layer.bias) if layer.bias is not None else a.new_zeros(n, s)
+        return back.reshape((n, s) + tuple(in_shape)), d
+    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        scale = torch.rsqrt(layer.running_var + layer.eps)
+        if layer.weight is not None:
+            scale = scale * layer.weight
+        shift = -layer.running_mean * scale
+        if layer.bias is not None:
+            shift = shift + layer.bias
+        view = (1, 1, -1) + (1,) * (a.dim() - 3)
+        per_channel = a.sum(dim=tuple(range(3, a.dim()))) if a.dim() > 3 else a
+        return a * scale.reshape(view), per_channel.matmul(shift)
+    if isinstance(layer, (nn.Identity, nn.Dropout)):
+        return a, a.new_zeros(n, s)
+    # any other affine layer (Flatten, AvgPool2d): its vjp, and f(0) from one forward
     fn = _affine_fn(layer)
     flat = a.reshape((n * s,) + tuple(a.shape[2:]))
     with torch.enable_grad():

@@ -77,7 +77,7 @@ def ibp_margins(layers: List[nn.Module], l: Tensor, u: Tensor, y: Tensor) -> Ten
     if isinstance(last, nn.Linear):
         l, u = ibp(layers[:-1], l, u)
         k = last.out_features
-        eye = torch.eye(k, dtype=l.dtype)
+        eye = torch.eye(k, dtype=l.dtype, device=l.device)
         rows = [torch.stack([eye[y[i]] - eye[j] for j in range(k) if j != y[i]]) for i in range(len(y))]
         c = torch.stack(rows)                                  # [N, K-1, K]
         w = c @ last.weight                                    # [N, K-1, in]

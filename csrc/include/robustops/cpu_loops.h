@@ -165,7 +165,8 @@ ROBUSTOPS_CPU_CLONES void binary_chunk(
 }
 
 // Elementwise loops with several inputs and two outputs (the interval ops carry a
-// center and a radius): f(const T (&in)[NIn], T (&out)[2]).
+// center and a radius): f(in_0, ..., in_{NIn-1}, out0&, out1&), on scalars: a
+// functor that keeps its intermediate flags in a struct is not vectorized by gcc.
 template <int NIn, typename T, typename F>
 C10_ALWAYS_INLINE void apply_to_pair(const T* const (&in)[NIn], T* __restrict__ o0,
                                      T* __restrict__ o1, int64_t n, F f) {
@@ -173,11 +174,7 @@ C10_ALWAYS_INLINE void apply_to_pair(const T* const (&in)[NIn], T* __restrict__ 
     const T* __restrict__ a = in[0];
     const T* __restrict__ b = in[1];
     for (int64_t i = 0; i < n; ++i) {
-      const T x[2] = {a[i], b[i]};
-      T y[2];
-      f(x, y);
-      o0[i] = y[0];
-      o1[i] = y[1];
+      f(a[i], b[i], o0[i], o1[i]);
     }
   } else {
     static_assert(NIn == 4, "apply_to_pair: 2 or 4 inputs");
@@ -186,11 +183,7 @@ C10_ALWAYS_INLINE void apply_to_pair(const T* const (&in)[NIn], T* __restrict__ 
     const T* __restrict__ c = in[2];
     const T* __restrict__ d = in[3];
     for (int64_t i = 0; i < n; ++i) {
-      const T x[4] = {a[i], b[i], c[i], d[i]};
-      T y[2];
-      f(x, y);
-      o0[i] = y[0];
-      o1[i] = y[1];
+      f(a[i], b[i], c[i], d[i], o0[i], o1[i]);
     }
   }
 }

@@ -117,15 +117,16 @@ __global__ void to_pair_kernel(Pointers<NIn, scalar_t> in, scalar_t* __restrict_
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    opmath_t x[NIn];
-#pragma unroll
-    for (int k = 0; k < NIn; ++k) {
-      x[k] = static_cast<opmath_t>(in.p[k][i]);
+    opmath_t y0, y1;
+    if constexpr (NIn == 2) {
+      f(static_cast<opmath_t>(in.p[0][i]), static_cast<opmath_t>(in.p[1][i]), y0, y1);
+    } else {
+      static_assert(NIn == 4, "to_pair_kernel: 2 or 4 inputs");
+      f(static_cast<opmath_t>(in.p[0][i]), static_cast<opmath_t>(in.p[1][i]),
+        static_cast<opmath_t>(in.p[2][i]), static_cast<opmath_t>(in.p[3][i]), y0, y1);
     }
-    opmath_t y[2];
-    f(x, y);
-    out0[i] = static_cast<scalar_t>(y[0]);
-    out1[i] = static_cast<scalar_t>(y[1]);
+    out0[i] = static_cast<scalar_t>(y0);
+    out1[i] = static_cast<scalar_t>(y1);
   }
 }
 

@@ -34,6 +34,8 @@ struct MRelu {
   static C10_HOST_DEVICE C10_ALWAYS_INLINE T f(T x) { return saf::mrelu(x); }
   template <typename T>
   static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x) { return saf::mrelu_backward(T(1), x); }
+  template <typename T>
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x, T) { return df(x); }
 };
 
 struct Rbf {
@@ -43,69 +45,60 @@ struct Rbf {
   static C10_HOST_DEVICE C10_ALWAYS_INLINE T f(T x) { return saf::rbf(x); }
   template <typename T>
   static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x) { return saf::rbf_derivative(x); }
+  // f'(x) from x and f(x) = exp(-x^2), without a second exponential
+  template <typename T>
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x, T fx) { return fx == T(0) ? T(0) : T(-2) * x * fx; }
 };
 
-// The image endpoints and which endpoint each comes from.
-template <typename A, typename T>
-struct Image {
-  T lo, hi;
-  bool lo_from_l;  // lo = f(l) (else f(u))
-  bool hi_from_l;  // hi = f(l) (else f(u), unless hi_const)
-  bool hi_const;   // hi = f(0): the interval holds the peak
-};
-
-template <typename A, typename T>
-C10_HOST_DEVICE C10_ALWAYS_INLINE Image<A, T> image(T c, T r) {
-  const T l = c - r, u = c + r;
-  const T fl = A::f(l), fu = A::f(u);
-  Image<A, T> im;
-  if (A::kUnimodal) {
-    im.lo_from_l = fl <= fu;
-    im.lo = im.lo_from_l ? fl : fu;
-    im.hi_const = l <= T(0) && u >= T(0);
-    im.hi_from_l = !im.hi_const && fl > fu;
-    im.hi = im.hi_const ? A::f(T(0)) : (im.hi_from_l ? fl : fu);
-  } else {  // monotone non-decreasing
-    im.lo_from_l = true;
-    im.lo = fl;
-    im.hi_const = false;
-    im.hi_from_l = false;
-    im.hi = fu;
-  }
-  return im;
-}
-
-// Forward: (c, r) -> (c', r') = ((hi + lo) / 2, (hi - lo) / 2).
+// Forward: (c, r) -> (c', r') = ((hi + lo) / 2, (hi - lo) / 2). Plain scalars and
+// selects only (no struct of flags), so that the CPU loops vectorize.
 template <typename A>
 struct Forward {
   static constexpr const char* kName = A::kName;
   template <typename T>
-  C10_HOST_DEVICE C10_ALWAYS_INLINE void operator()(const T (&in)[2], T (&out)[2]) const {
-    const Image<A, T> im = image<A>(in[0], in[1]);
-    out[0] = (im.hi + im.lo) * T(0.5);
-    out[1] = (im.hi - im.lo) * T(0.5);
+  C10_HOST_DEVICE C10_ALWAYS_INLINE void operator()(T c, T r, T& out_c, T& out_r) const {
+    const T l = c - r, u = c + r;
+    const T fl = A::f(l), fu = A::f(u);
+    T lo = fl, hi = fu;
+    if constexpr (A::kUnimodal) {
+      const bool peak = (l <= T(0)) & (u >= T(0));
+      lo = fl <= fu ? fl : fu;
+      hi = peak ? A::f(T(0)) : (fl > fu ? fl : fu);
+    }
+    out_c = (hi + lo) * T(0.5);
+    out_r = (hi - lo) * T(0.5);
   }
 };
 
-// Backward: (g_c', g_r', c, r) -> (g_c, g_r).
+// Backward: (g_c', g_r', c, r) -> (g_c, g_r), through the endpoint that attains lo
+// and hi (ties to l; nothing through the constant peak).
 template <typename A>
 struct Backward {
   static constexpr const char* kName = A::kName;
   template <typename T>
-  C10_HOST_DEVICE C10_ALWAYS_INLINE void operator()(const T (&in)[4], T (&out)[2]) const {
-    const T gc = in[0], gr = in[1], c = in[2], r = in[3];
-    const Image<A, T> im = image<A>(c, r);
+  C10_HOST_DEVICE C10_ALWAYS_INLINE void operator()(T gc, T gr, T c, T r, T& out_c, T& out_r) const {
     const T l = c - r, u = c + r;
     const T g_hi = (gc + gr) * T(0.5);  // dE/dhi
     const T g_lo = (gc - gr) * T(0.5);  // dE/dlo
-    const T dl = A::df(l), du = A::df(u);
-    const T hi_l = (!im.hi_const && im.hi_from_l) ? g_hi * dl : T(0);
-    const T hi_u = (!im.hi_const && !im.hi_from_l) ? g_hi * du : T(0);
-    const T lo_l = im.lo_from_l ? g_lo * dl : T(0);
-    const T lo_u = im.lo_from_l ? T(0) : g_lo * du;
-    const T g_l = hi_l + lo_l, g_u = hi_u + lo_u;
-    out[0] = g_l + g_u;  // dc = dl + du
-    out[1] = g_u - g_l;  // dr = du - dl
+    T g_l, g_u;
+    if constexpr (A::kUnimodal) {
+      const T fl = A::f(l), fu = A::f(u);
+      const T dl = A::df(l, fl), du = A::df(u, fu);
+      // Comparisons feed the selects directly (bool temporaries of mixed widths
+      // keep gcc from vectorizing this loop).
+      const T hi_l = fl > fu ? g_hi * dl : T(0);
+      const T hi_u = fl > fu ? T(0) : g_hi * du;
+      // no gradient through hi when the interval holds the peak: l <= 0 <= u
+      const T keep_l = l > T(0) ? hi_l : (u < T(0) ? hi_l : T(0));
+      const T keep_u = l > T(0) ? hi_u : (u < T(0) ? hi_u : T(0));
+      g_l = keep_l + (fl <= fu ? g_lo * dl : T(0));
+      g_u = keep_u + (fl <= fu ? T(0) : g_lo * du);
+    } else {  // monotone: lo = f(l), hi = f(u)
+      g_l = g_lo * A::df(l);
+      g_u = g_hi * A::df(u);
+    }
+    out_c = g_l + g_u;  // dc = dl + du
+    out_r = g_u - g_l;  // dr = du - dl
   }
 };
 
