@@ -2,16 +2,19 @@
 
     python -m bench.run                 # quick suite (what `make bench` runs)
     python -m bench.run --full          # every size and dtype
-    python -m bench.run --ops mrelu     # some ops (or whole families: --ops saf,bang)
+    python -m bench.run --ops mrelu     # some ops (or whole families: --ops saf,bang,interval)
     python -m bench.run --list          # the families and ops there are
 
-Every op is timed against its pure-PyTorch reference (eager and torch.compile'd),
+Every op is timed against its pure-PyTorch reference (eager and, mostly, torch.compile'd),
 after a correctness check, next to two bandwidth limits measured in the same run:
 a copy into a preallocated tensor (``y.copy_(x)``) and into a fresh one
-(``x.clone()``); ops that are not differentiable are timed forward only. Whole
+(``x.clone()``); ops that are not differentiable are timed forward only. An op
+may also be set against something else it is not checked against (the interval
+layers against the plain layer), its implementations timed in alternation. Whole
 training steps (the bang family's bang_step: plain, with robustops.bang.BANG, and
-with the per-sample-gradient reference) are timed in alternation and reported as
-times and ratios to the plain step. Results go to
+with the per-sample-gradient reference; the interval family's IBP, CROWN-IBP and
+GM-loss steps, and its no-grad IBP forward) are timed in alternation and reported
+as times and ratios to a baseline (the plain step or forward). Results go to
 bench/results/<device>.{json,md,png}.
 
 Layout:
@@ -20,13 +23,14 @@ Layout:
     common.py  what every family shares: Case, StepCase and Target, timing (also
                interleaved), correctness and saved-memory checks, bandwidth limits,
                metadata, markdown and plot
-    <family>.py  one file per op family (saf, bang): ``OPS``, ``cases(config)``,
-               ``TARGETS`` and optionally ``steps(config)``
+    <family>.py  one file per op family (saf, bang, interval): ``OPS``,
+               ``cases(config)``, ``TARGETS`` and optionally ``steps(config)``
 
 Adding a family: write bench/<family>.py with ``OPS`` (the op names),
 ``cases(config)`` (yields common.Case objects for the ops, dtypes and sizes of the
 config; ``forward_only=True`` for an op without a backward), optionally
-``steps(config)`` (common.StepCase objects: training steps in variants) and
+``steps(config)`` (common.StepCase objects: training steps, or other model-level
+passes, in variants) and
 ``TARGETS`` (a list of common.Target, possibly empty), then add its name to
 ``FAMILIES`` in run.py.
 """

@@ -60,7 +60,6 @@ bang_step
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -76,7 +75,7 @@ from robustops.reference import bang as reference
 
 from bench.common import (
     COMPILED, EAGER, FORWARD, ROBUSTOPS, Case, Config, CorrectnessError, StepCase, Target,
-    dtype_name, speedup_of, step_ratio_of,
+    dtype_name, no_tf32, speedup_of, step_ratio_of,
 )
 
 FAMILY = "bang"
@@ -348,24 +347,9 @@ def _make_steps(net: Net, device: torch.device) -> Callable[[], dict[str, Callab
     return make
 
 
-@contextlib.contextmanager
-def _no_tf32(device: torch.device) -> Iterator[None]:
-    """float32 convolutions and matmuls in full precision on cuda (cuDNN allows
-    TF32 by default), so that float32 tolerances apply."""
-    if device.type != "cuda":
-        yield
-        return
-    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
-
-
 def _check(net: Net, device: torch.device) -> Callable[[], str]:
     def check() -> str:
-        with _no_tf32(device):
+        with no_tf32(device):
             model, x, y = _initial(net, device)
             before = {n: p.detach().clone() for n, p in model.named_parameters()}
             ulp = torch.finfo(torch.float32).eps

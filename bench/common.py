@@ -6,12 +6,16 @@ and the timed statements. The runner (bench/run.py) does the rest with the helpe
 here: correctness check, timing with ``torch.utils.benchmark``, the copy_/clone
 bandwidth limits, saved-for-backward memory, targets, metadata and the reports
 (markdown tables and a bandwidth plot). A case can be forward-only (an op that is
-not differentiable): then only its forward is checked, timed and reported.
+not differentiable): then only its forward is checked, timed and reported. It can
+also time, unchecked, an implementation of something else for comparison (the
+plain layer next to an interval layer), and time its implementations in
+alternation when a target compares them closely.
 
 Whole training steps of a model do not fit that elementwise model (no bandwidth
 limit applies): a family describes them as ``StepCase`` objects, variants of one
 step timed in alternation against a baseline variant (``time_interleaved``), and
-they get their own records (``results["steps"]``) and report sections.
+they get their own records (``results["steps"]``) and report sections. The same
+serves model-level passes that are not training steps (a no-grad forward).
 
 Units: times in seconds in the JSON (microseconds in the tables), bandwidths in
 GB/s (1e9 bytes per second), sizes as element counts.
@@ -19,6 +23,7 @@ GB/s (1e9 bytes per second), sizes as element counts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.util
@@ -31,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -130,6 +135,17 @@ class Case:
     and ``bytes_forward_backward`` is None. ``label`` names the size in titles and
     tables when the element count alone says too little (a layer's output shape);
     by default it is the element count (2^k).
+
+    ``unchecked`` names implementations of something else, timed for comparison
+    only (the plain layer an interval layer is set against): they are not checked
+    against the reference and may return fewer outputs (the statements must allow
+    for that). ``env`` holds other names the statements use (helper functions),
+    passed as they are. ``min_run_time`` overrides the config's seconds per
+    measurement for this case (its limits included, when they are measured
+    first here). ``interleaved`` times the implementations of each pass in
+    alternation (``time_interleaved``) rather than one after the other, and takes
+    the speedups slice by slice (``interleaved_ratio``): for ratios between
+    implementations that a target compares closely.
     """
 
     family: str
@@ -152,10 +168,17 @@ class Case:
     limit_numel: Optional[int] = None  # a copy of this many elements moves bytes_forward
     forward_only: bool = False  # not differentiable: the forward pass only
     label: Optional[str] = None  # the size as shown; default size_label(numel)
+    unchecked: frozenset[str] = frozenset()  # timed for comparison, not checked
+    env: dict[str, Any] = field(default_factory=dict)  # other names the statements use
+    min_run_time: Optional[float] = None  # seconds per measurement; default the config's
+    interleaved: bool = False  # time the implementations in alternation
 
     def __post_init__(self) -> None:
         if self.reference not in self.impls:
             raise ValueError(f"{self.op}: reference {self.reference!r} is not among the impls")
+        if self.reference in self.unchecked or not self.unchecked <= set(self.impls):
+            raise ValueError(f"{self.op}: unchecked {set(self.unchecked)} must be impls other than "
+                             "the reference")
         if not self.forward_only and self.bytes_forward_backward is None:
             raise ValueError(f"{self.op}: bytes_forward_backward is required unless forward_only")
         if self.limit_numel is None:
@@ -183,7 +206,7 @@ class Case:
             k: (v.detach().requires_grad_() if k in self.differentiable else v.detach())
             for k, v in inputs.items()
         }
-        return fwd, bwd
+        return {**self.env, **fwd}, {**self.env, **bwd}
 
 
 def randn(numel: int, dtype: torch.dtype, device: torch.device, seed: int) -> Tensor:
@@ -205,6 +228,12 @@ class StepCase:
     runner times the variants in alternation (``time_interleaved``) and reports each
     variant's time and its ratio to the baseline's; ``info`` holds facts about the
     step for the JSON record (model, batch, settings).
+
+    A "step" may also be a model-level pass that is not a training step (a forward
+    under torch.no_grad): ``section`` names what is timed in the report's section
+    title. ``min_run_time`` overrides the seconds of interleaved slices every
+    variant runs (default: the runner's STEP_TIME x the config's min_run_time), and
+    ``warmup`` the calls of every variant before the timing (for steps of seconds).
     """
 
     family: str
@@ -217,6 +246,9 @@ class StepCase:
     baseline: str
     info: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    section: str = "whole training steps"
+    min_run_time: Optional[float] = None  # seconds of slices per variant; default the runner's
+    warmup: int = 3  # calls of every variant before the timing
 
     @property
     def size(self) -> str:
@@ -401,7 +433,7 @@ def check_correctness(case: Case, fwd_ns: dict, bwd_ns: dict) -> None:
         if any(g is None for g in ref_grads):
             raise CorrectnessError(f"{case.title}: the {case.reference} gives no input gradient")
     for name, fn in case.impls.items():
-        if name == case.reference:
+        if name == case.reference or name in case.unchecked:
             continue
         checks = [(FORWARD, lambda: _forward(case, fn, fwd_ns), ref_out)]
         if not case.forward_only:
@@ -519,6 +551,12 @@ def speedup_of(pass_: str, other: str) -> Callable[[dict], Optional[float]]:
     return lambda rec: rec["speedups"][pass_][f"vs {other}"]
 
 
+def time_ratio_to(pass_: str, other: str) -> Callable[[dict], Optional[float]]:
+    """Target value: t_robustops / t_other in ``pass_`` (< 1: robustops is faster),
+    the inverse of ``speedup_of``."""
+    return lambda rec: 1.0 / rec["speedups"][pass_][f"vs {other}"]
+
+
 def saved_ratio_of(impl: str) -> Callable[[dict], Optional[float]]:
     """Target value: bytes saved for backward by ``impl`` / bytes of the input."""
     return lambda rec: rec["saved"][impl]["relative_to_input"]
@@ -527,6 +565,21 @@ def saved_ratio_of(impl: str) -> Callable[[dict], Optional[float]]:
 def step_ratio_of(variant: str) -> Callable[[dict], Optional[float]]:
     """Target value (a step record): t_variant / t_baseline, the interleaved ratio."""
     return lambda rec: rec["ratios"][variant]["ratio"]
+
+
+@contextlib.contextmanager
+def no_tf32(device: torch.device) -> Iterator[None]:
+    """float32 convolutions and matmuls in full precision on cuda (cuDNN allows
+    TF32 by default), so that float32 tolerances apply (checks of training steps)."""
+    if device.type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
 # --------------------------------------------------------------------------- metadata
@@ -731,7 +784,8 @@ def _steps_report(steps: list[dict], dev: str) -> list[str]:
         variants = list(recs[0]["variants"])
         baseline = recs[0]["baseline"]
         others = [v for v in variants if v != baseline]
-        out += ["", f"## {op} ({dt}): whole training steps ({dev})", "", md_table(
+        out += ["", f"## {op} ({dt}): {recs[0].get('section', 'whole training steps')} ({dev})",
+                "", md_table(
             ["step"] + [f"{v} µs" for v in variants] + [f"{o} / {baseline}" for o in others],
             [[r["size"]] + [_t(r["variants"][v]) for v in variants]
              + [_step_ratio(r["ratios"][o]) for o in others] for r in recs])]

@@ -6,7 +6,8 @@ For every case a family yields (an op at one dtype and size), the runner
   2. warms up (compiles the torch.compile'd implementations);
   3. times the forward (under torch.no_grad) and the forward+backward of every
      implementation with torch.utils.benchmark's blocked_autorange, on all of
-     torch's threads;
+     torch's threads (a case marked ``interleaved``: its implementations in
+     alternating slices, as the training steps below);
   4. measures the bytes each implementation saves for backward;
 and measures, once per dtype and size, the copy_ and clone bandwidth limits the
 forward times are compared with. A forward-only case (an op that is not
@@ -51,7 +52,7 @@ from bench.common import (
 )
 
 # The op families, one module bench/<name>.py each (see bench/__init__.py).
-FAMILIES: tuple[str, ...] = ("saf", "bang")
+FAMILIES: tuple[str, ...] = ("saf", "bang", "interval")
 
 # The THP comparison: float32 forward cases at this size (the largest size run
 # when it is not among them).
@@ -197,12 +198,16 @@ class Limits:
         self.device, self.min_run_time, self.records = device, min_run_time, records
         self._cache: dict[tuple[torch.dtype, int], dict] = {}
 
-    def get(self, dtype: torch.dtype, numel: int) -> dict:
+    def get(self, dtype: torch.dtype, numel: int, min_run_time: Optional[float] = None) -> dict:
+        """The limits of a copy of ``numel`` elements, measured on first use (with
+        ``min_run_time`` seconds, default the runner's, per measurement)."""
         key = (dtype, numel)
         if key not in self._cache:
             nbytes = limit_bytes(dtype, numel)
-            timings = measure_limits(dtype, numel, self.device, self.min_run_time)
-            rec = {"dtype": dtype_name(dtype), "numel": numel, "bytes": nbytes}
+            run_time = self.min_run_time if min_run_time is None else min_run_time
+            timings = measure_limits(dtype, numel, self.device, run_time)
+            rec = {"dtype": dtype_name(dtype), "numel": numel, "bytes": nbytes,
+                   "min_run_time_s": run_time}
             for name, t in timings.items():
                 rec[name] = {**t.to_json(), "bandwidth_GBps": gbps(nbytes, t.median_s)}
             self.records.append(rec)
@@ -227,6 +232,30 @@ def _warm_up(case: Case, fwd_ns: dict, bwd_ns: dict, iters: int = 2) -> None:
                 exec(case.backward_stmt, {**bwd_ns, "f": fn})  # noqa: S102
 
 
+def _time_interleaved_case(case: Case, fwd_ns: dict, bwd_ns: dict, min_run_time: float,
+                           label: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    """An ``interleaved`` case's timings: per pass, {impl: Timing fields and the
+    slices}, and the speedups of robustops from the per-cycle ratios."""
+    timed: dict[str, dict] = {}
+    speedups: dict[str, dict] = {p: {} for p in case.passes}
+    for p in case.passes:
+        if p == FORWARD:
+            stmts = {name: (case.forward_expr, {**fwd_ns, "f": fn})
+                     for name, fn in case.impls.items()}
+            with torch.no_grad():
+                timed[p] = time_interleaved(stmts, min_run_time, INTERLEAVE_SLICE_S,
+                                            label=f"{label} {p}", sub_label=case.size)
+        else:
+            stmts = {name: (case.backward_stmt, {**bwd_ns, "f": fn})
+                     for name, fn in case.impls.items()}
+            timed[p] = time_interleaved(stmts, min_run_time, INTERLEAVE_SLICE_S,
+                                        label=f"{label} {p}", sub_label=case.size)
+        if ROBUSTOPS in case.impls:
+            speedups[p] = {f"vs {o}": interleaved_ratio(timed[p], o, ROBUSTOPS)["ratio"]
+                           for o in case.impls if o != ROBUSTOPS}
+    return timed, speedups
+
+
 def run_case(case: Case, config: Config, limits: Limits) -> dict:
     """Check, warm up, time and measure one case; its JSON record."""
     inputs = case.make_inputs()
@@ -234,27 +263,37 @@ def run_case(case: Case, config: Config, limits: Limits) -> dict:
     check_correctness(case, fwd_ns, bwd_ns)
     _warm_up(case, fwd_ns, bwd_ns)
 
-    lim = limits.get(case.dtype, case.limit_numel)
+    min_run_time = config.min_run_time if case.min_run_time is None else case.min_run_time
+    lim = limits.get(case.dtype, case.limit_numel, min_run_time)
     nbytes = {FORWARD: case.bytes_forward, FORWARD_BACKWARD: case.bytes_forward_backward}
     label = f"{case.family}.{case.op} {dtype_name(case.dtype)}"
     passes: dict[str, dict] = {p: {} for p in case.passes}
-    for name, fn in case.impls.items():
-        with torch.no_grad():
-            t = time_stmt(case.forward_expr, {**fwd_ns, "f": fn}, config.min_run_time,
-                          label=f"{label} {FORWARD}", sub_label=case.size, description=name)
-        passes[FORWARD][name] = _timing_record(t, nbytes[FORWARD], lim)
-        if case.forward_only:
-            continue
-        t = time_stmt(case.backward_stmt, {**bwd_ns, "f": fn}, config.min_run_time,
-                      label=f"{label} {FORWARD_BACKWARD}", sub_label=case.size, description=name)
-        passes[FORWARD_BACKWARD][name] = _timing_record(t, nbytes[FORWARD_BACKWARD], lim)
-
     speedups: dict[str, dict] = {p: {} for p in case.passes}
-    if ROBUSTOPS in case.impls:
+    if case.interleaved:
+        timed, speedups = _time_interleaved_case(case, fwd_ns, bwd_ns, min_run_time, label)
         for p in case.passes:
-            mine = passes[p][ROBUSTOPS]["median_s"]
-            speedups[p] = {f"vs {o}": passes[p][o]["median_s"] / mine
-                           for o in case.impls if o != ROBUSTOPS}
+            for name, rec in timed[p].items():
+                t = Timing(**{k: rec[k] for k in ("median_s", "iqr_s", "mean_s", "runs",
+                                                  "number_per_run")})
+                passes[p][name] = {**_timing_record(t, nbytes[p], lim),
+                                   "slices_s": rec["slices_s"], "autorange": rec["autorange"]}
+    else:
+        for name, fn in case.impls.items():
+            with torch.no_grad():
+                t = time_stmt(case.forward_expr, {**fwd_ns, "f": fn}, min_run_time,
+                              label=f"{label} {FORWARD}", sub_label=case.size, description=name)
+            passes[FORWARD][name] = _timing_record(t, nbytes[FORWARD], lim)
+            if case.forward_only:
+                continue
+            t = time_stmt(case.backward_stmt, {**bwd_ns, "f": fn}, min_run_time,
+                          label=f"{label} {FORWARD_BACKWARD}", sub_label=case.size,
+                          description=name)
+            passes[FORWARD_BACKWARD][name] = _timing_record(t, nbytes[FORWARD_BACKWARD], lim)
+        if ROBUSTOPS in case.impls:
+            for p in case.passes:
+                mine = passes[p][ROBUSTOPS]["median_s"]
+                speedups[p] = {f"vs {o}": passes[p][o]["median_s"] / mine
+                               for o in case.impls if o != ROBUSTOPS}
 
     # A forward-only op saves nothing for a backward: no entry.
     saved = {} if case.forward_only else {
@@ -262,6 +301,9 @@ def run_case(case: Case, config: Config, limits: Limits) -> dict:
         for name, fn in case.impls.items()}
     checked = ("the forward of every implementation agrees" if case.forward_only
                else "forward and backward of every implementation agree")
+    if case.unchecked:
+        checked = checked.replace("every implementation",
+                                  "every implementation but " + ", ".join(sorted(case.unchecked)))
     return {
         **_case_header(case),
         "status": "ok",
@@ -269,6 +311,8 @@ def run_case(case: Case, config: Config, limits: Limits) -> dict:
                        f"{case.reference} (torch.testing.assert_close"
                        + (f", {case.tolerances}" if case.tolerances else ", default tolerances")
                        + ")",
+        "min_run_time_s": min_run_time,
+        "timing": "interleaved" if case.interleaved else "blocked_autorange",
         "passes": passes,
         "speedups": speedups,
         "saved": saved,
@@ -282,7 +326,8 @@ def _case_header(case: Case) -> dict:
         "numel": case.numel, "size": case.size, "limit_numel": case.limit_numel,
         "forward_only": case.forward_only,
         "bytes": {p: nbytes[p] for p in case.passes},
-        "input_bytes": case.input_bytes, "impls": list(case.impls), "notes": case.notes,
+        "input_bytes": case.input_bytes, "impls": list(case.impls),
+        "unchecked": sorted(case.unchecked), "notes": case.notes,
     }
 
 
@@ -338,7 +383,8 @@ def run_cases(cases: Sequence[Case], config: Config, results: dict) -> None:
 
 def _step_header(step: StepCase) -> dict:
     return {"family": step.family, "op": step.op, "dtype": dtype_name(step.dtype),
-            "size": step.size, **step.info, "baseline": step.baseline, "notes": step.notes}
+            "size": step.size, **step.info, "baseline": step.baseline, "notes": step.notes,
+            "section": step.section}
 
 
 def run_step(step: StepCase, config: Config) -> dict:
@@ -346,16 +392,17 @@ def run_step(step: StepCase, config: Config) -> dict:
     checked = step.check()
     steps = step.make_steps()
     for fn in steps.values():
-        for _ in range(3):  # allocator, oneDNN/cuDNN primitives, lazy inits
+        for _ in range(step.warmup):  # allocator, oneDNN/cuDNN primitives, lazy inits
             fn()
     label = f"{step.family}.{step.op} {dtype_name(step.dtype)}"
-    run_time = STEP_TIME * config.min_run_time
+    run_time = STEP_TIME * config.min_run_time if step.min_run_time is None else step.min_run_time
     timed = time_interleaved({name: ("step()", {"step": fn}) for name, fn in steps.items()},
                              run_time, INTERLEAVE_SLICE_S, label=label, sub_label=step.size)
     return {
         **_step_header(step),
         "status": "ok",
         "correctness": checked,
+        "warmup": step.warmup,
         "min_run_time_s": run_time,
         "slice_s": INTERLEAVE_SLICE_S,
         "variants": timed,
@@ -400,6 +447,8 @@ def run_thp_child(cases: Sequence[Case], config: Config, out: Path) -> int:
     limits = Limits(config.device, config.min_run_time, records)
     forward: dict[str, dict] = {}
     for case in cases:
+        if case.numel not in config.sizes:  # sizes of its own (layer shapes): not compared
+            continue
         fwd_ns, _ = case.namespaces(case.make_inputs())
         lim = limits.get(case.dtype, case.limit_numel)
         for name, fn in case.impls.items():
