@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustops.bounds.ibp import BoundedModule, input_interval, interval_through, specification
+from robustops.bounds.ibp import BoundedModule, _bn_affine, input_interval, interval_through, specification
 from robustops.nn.saf import RBF, MReLU
 from robustops.reference import saf
 
@@ -121,12 +121,7 @@ def _affine_back(layer: nn.Module, a: Tensor, in_shape) -> Tuple[Tensor, Tensor]
         d = a.sum(dim=(3, 4)).matmul(layer.bias) if layer.bias is not None else a.new_zeros(n, s)
         return back.reshape((n, s) + tuple(in_shape)), d
     if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        scale = torch.rsqrt(layer.running_var + layer.eps)
-        if layer.weight is not None:
-            scale = scale * layer.weight
-        shift = -layer.running_mean * scale
-        if layer.bias is not None:
-            shift = shift + layer.bias
+        scale, shift = _bn_affine(layer)
         view = (1, 1, -1) + (1,) * (a.dim() - 3)
         per_channel = a.sum(dim=tuple(range(3, a.dim()))) if a.dim() > 3 else a
         return a * scale.reshape(view), per_channel.matmul(shift)
