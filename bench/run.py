@@ -352,6 +352,13 @@ def _cleanup(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _failure(e: Exception, title: str) -> str:
+    """One line saying why a case or step failed: a correctness error says it all, a
+    crash gets the case's title and the exception's type."""
+    why = str(e) if isinstance(e, CorrectnessError) else f"{title}: {type(e).__name__}: {e}"
+    return "; ".join(line.strip() for line in why.splitlines() if line.strip())
+
+
 def run_cases(cases: Sequence[Case], config: Config, results: dict) -> None:
     limits = Limits(config.device, config.min_run_time, results["limits"])
     aborted: set[str] = set()
@@ -364,9 +371,7 @@ def run_cases(cases: Sequence[Case], config: Config, results: dict) -> None:
             rec = run_case(case, config, limits)
         except Exception as e:  # noqa: BLE001 (a wrong result, or a crash: the op stops here)
             aborted.add(case.op)
-            why = str(e) if isinstance(e, CorrectnessError) else (
-                f"{case.title}: {type(e).__name__}: {e}")
-            why = "; ".join(line.strip() for line in why.splitlines() if line.strip())
+            why = _failure(e, case.title)
             msg = f"{case.family}.{case.op}: not benchmarked further: {why}"
             eprint(f"ERROR {msg}")
             results["errors"].append(msg)
@@ -423,9 +428,7 @@ def run_steps(steps: Sequence[StepCase], config: Config, results: dict) -> None:
         try:
             rec = run_step(step, config)
         except Exception as e:  # noqa: BLE001 (a disagreement or a crash: report, go on)
-            why = str(e) if isinstance(e, CorrectnessError) else (
-                f"{step.title}: {type(e).__name__}: {e}")
-            why = "; ".join(line.strip() for line in why.splitlines() if line.strip())
+            why = _failure(e, step.title)
             msg = f"{step.family}.{step.op}: {step.size} not benchmarked: {why}"
             eprint(f"ERROR {msg}")
             results["errors"].append(msg)
