@@ -28,6 +28,9 @@ TORCH_LIBRARY(robustops, m) {
   m.def("_interval_rbf_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, Tensor)");
   m.def("interval_linear(Tensor center, Tensor radius, Tensor weight, Tensor? bias=None) -> (Tensor, Tensor)");
   m.def("interval_conv2d(Tensor center, Tensor radius, Tensor weight, Tensor? bias=None, int[2] stride=1, int[2] padding=0, int[2] dilation=1, int groups=1) -> (Tensor, Tensor)");
+  // CROWN: back-substitution through an activation's linear relaxation (crown.h)
+  m.def("crown_relax(Tensor a, Tensor lower_slope, Tensor lower_intercept, Tensor upper_slope, Tensor upper_intercept) -> (Tensor, Tensor)");
+  m.def("_crown_relax_backward(Tensor grad_a, Tensor grad_d, Tensor a, Tensor lower_slope, Tensor lower_intercept, Tensor upper_slope, Tensor upper_intercept) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 // robustops._C is a Python module only so that `import robustops._C` loads the

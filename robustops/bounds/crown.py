@@ -9,6 +9,7 @@ function A z + d of each layer's output is turned into one of the layer's input:
     activations, with the linear relaxation a_lo x + b_lo <= f(x) <= a_up x + b_up
     on the IBP interval [l, u] of their input:
         A' = A+ a_lo + A- a_up,  d' = d + A+ b_lo + A- b_up
+    (one fused op, robustops.ops.crown_relax)
 
 and at the input, min over the box [l0, u0] of A x + d = A+ l0 + A- u0 + d. The
 relaxations (``relaxation``) are sound for ReLU (CROWN's adaptive lower slope),
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 
 from robustops.bounds.ibp import BoundedModule, _bn_affine, input_interval, interval_through, specification
 from robustops.nn.saf import RBF, MReLU
+from robustops.ops.crown import crown_relax
 from robustops.reference import saf
 
 __all__ = ["relaxation", "crown_ibp_margins"]
@@ -174,15 +176,12 @@ def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[f
     for layer, (ci, ri, out_shape) in zip(reversed(body), reversed(inputs)):
         a = a.reshape((n, a.shape[1]) + out_shape)
         if isinstance(layer, _ACTIVATIONS):
-            a_lo, b_lo, a_up, b_up = relaxation(layer, ci - ri, ci + ri)
-            shape = (n, 1) + tuple(ci.shape[1:])
-            ap, an = a.clamp(min=0), a.clamp(max=0)
-            d = d + (ap * b_lo.reshape(shape) + an * b_up.reshape(shape)).flatten(2).sum(-1)
-            a = ap * a_lo.reshape(shape) + an * a_up.reshape(shape)
+            a, back_d = crown_relax(a, *relaxation(layer, ci - ri, ci + ri))
+            d = d + back_d
         else:
             a, back_d = _affine_back(layer, a, ci.shape[1:])
             d = d + back_d
     a = a.reshape(n, a.shape[1], -1)
-    l0, u0 = (c0 - r0).reshape(n, -1, 1), (c0 + r0).reshape(n, -1, 1)
-    crown = torch.bmm(a.clamp(min=0), l0).squeeze(-1) + torch.bmm(a.clamp(max=0), u0).squeeze(-1) + d
+    # min over the box of A x: A+ l0 + A- u0 = A c0 - |A| r0
+    crown = torch.bmm(a, c0.reshape(n, -1, 1)).squeeze(-1) - torch.bmm(a.abs(), r0.reshape(n, -1, 1)).squeeze(-1) + d
     return beta * crown + (1 - beta) * ibp

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from robustops.nn.saf import RBF, MReLU
 from robustops.reference import saf
 
-__all__ = ["ibp", "ibp_margins"]
+__all__ = ["ibp", "ibp_margins", "crown_relax"]
 
 
 def _affine(fn, weight, bias, l, u):
@@ -88,3 +88,13 @@ def ibp_margins(layers: List[nn.Module], l: Tensor, u: Tensor, y: Tensor) -> Ten
     k = l.shape[1]
     return torch.stack([torch.stack([l[i, y[i]] - u[i, j] for j in range(k) if j != y[i]])
                         for i in range(len(y))])
+
+
+def crown_relax(a: Tensor, lower_slope: Tensor, lower_intercept: Tensor, upper_slope: Tensor,
+                upper_intercept: Tensor) -> Tuple[Tensor, Tensor]:
+    """CROWN's back-substitution of A [N, S, ...] through a linear relaxation [N, ...]
+    (the oracle of robustops.ops.crown_relax), straight from the formula:
+    (A+ a_lo + A- a_up, sum over each row of A+ b_lo + A- b_up)."""
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    lo_a, lo_b, up_a, up_b = (t.unsqueeze(1) for t in (lower_slope, lower_intercept, upper_slope, upper_intercept))
+    return pos * lo_a + neg * up_a, (pos * lo_b + neg * up_b).flatten(2).sum(-1)

@@ -1,0 +1,153 @@
+// CROWN: CUDA kernels of the fused back-substitution through an activation's linear
+// relaxation (math in include/robustops/crown.h). Deterministic (no atomics):
+//   forward:  one block per row (n, s) of A, grid-striding over rows; the threads
+//             stride over the row's m elements and d' is a CUB block reduction;
+//   backward: one thread per element (n, m) of the relaxation, looping over the S
+//             rows (coalesced along m), so that the sums over S stay in registers.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cub/block/block_reduce.cuh>
+
+#include <robustops/crown.h>
+
+#include <algorithm>
+
+namespace robustops {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 65535 * 8;
+
+template <typename scalar_t>
+__global__ void forward_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ al,
+                               const scalar_t* __restrict__ bl, const scalar_t* __restrict__ au,
+                               const scalar_t* __restrict__ bu, scalar_t* __restrict__ out,
+                               scalar_t* __restrict__ d, int64_t rows, int64_t s, int64_t m) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Reduce = cub::BlockReduce<acc_t, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t off = row * m, roff = (row / s) * m;
+    acc_t sum = 0;
+    for (int64_t i = threadIdx.x; i < m; i += kThreads) {
+      acc_t o;
+      sum += crown::relax<acc_t>(a[off + i], al[roff + i], bl[roff + i], au[roff + i], bu[roff + i], o);
+      out[off + i] = static_cast<scalar_t>(o);
+    }
+    const acc_t total = Reduce(tmp).Sum(sum);
+    if (threadIdx.x == 0) {
+      d[row] = static_cast<scalar_t>(total);
+    }
+    __syncthreads();  // tmp is reused by the next row
+  }
+}
+
+template <typename scalar_t>
+__global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ gd,
+                                const scalar_t* __restrict__ a, const scalar_t* __restrict__ al,
+                                const scalar_t* __restrict__ bl, const scalar_t* __restrict__ au,
+                                const scalar_t* __restrict__ bu, scalar_t* __restrict__ ga,
+                                scalar_t* __restrict__ gal, scalar_t* __restrict__ gbl,
+                                scalar_t* __restrict__ gau, scalar_t* __restrict__ gbu, int64_t n, int64_t s,
+                                int64_t m) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t total = n * m;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = idx / m, j = idx - i * m;
+    const acc_t lo_a = al[idx], lo_b = bl[idx], up_a = au[idx], up_b = bu[idx];
+    acc_t sal = 0, sbl = 0, sau = 0, sbu = 0;
+    for (int64_t row = 0; row < s; ++row) {
+      const int64_t off = (i * s + row) * m + j;
+      const acc_t x = a[off], gx = g[off], gdr = gd[i * s + row];
+      const bool pos = x >= acc_t(0);
+      const acc_t px = pos ? x : acc_t(0), nx = pos ? acc_t(0) : x;
+      ga[off] = static_cast<scalar_t>(pos ? gx * lo_a + gdr * lo_b : gx * up_a + gdr * up_b);
+      sal += gx * px;
+      sbl += gdr * px;
+      sau += gx * nx;
+      sbu += gdr * nx;
+    }
+    gal[idx] = static_cast<scalar_t>(sal);
+    gbl[idx] = static_cast<scalar_t>(sbl);
+    gau[idx] = static_cast<scalar_t>(sau);
+    gbu[idx] = static_cast<scalar_t>(sbu);
+  }
+}
+
+unsigned blocks_for(int64_t items, int64_t per_block) {
+  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(1, (items + per_block - 1) / per_block),
+                                                 kMaxBlocks));
+}
+
+std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Tensor& lower_slope,
+                                               const at::Tensor& lower_intercept, const at::Tensor& upper_slope,
+                                               const at::Tensor& upper_intercept) {
+  const crown::Args in = crown::args("crown_relax", nullptr, nullptr, a, lower_slope, lower_intercept,
+                                     upper_slope, upper_intercept);
+  const auto [n, s, m] = in.dims;
+  const c10::cuda::CUDAGuard guard(a.device());
+  at::Tensor out = at::empty(a.sizes(), in.a.options());
+  at::Tensor d = at::empty({n, s}, in.a.options());
+  if (n * s == 0) {
+    return {out, d};
+  }
+  if (m == 0) {
+    d.zero_();
+    return {out, d};
+  }
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "crown_relax", [&] {
+    forward_kernel<scalar_t><<<blocks_for(n * s, 1), kThreads, 0, stream>>>(
+        in.a.const_data_ptr<scalar_t>(), in.relax[0].const_data_ptr<scalar_t>(),
+        in.relax[1].const_data_ptr<scalar_t>(), in.relax[2].const_data_ptr<scalar_t>(),
+        in.relax[3].const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+        d.mutable_data_ptr<scalar_t>(), n * s, s, m);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {out, d};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crown_relax_backward(
+    const at::Tensor& grad_a, const at::Tensor& grad_d, const at::Tensor& a, const at::Tensor& lower_slope,
+    const at::Tensor& lower_intercept, const at::Tensor& upper_slope, const at::Tensor& upper_intercept) {
+  const crown::Args in = crown::args("_crown_relax_backward", &grad_a, &grad_d, a, lower_slope,
+                                     lower_intercept, upper_slope, upper_intercept);
+  const auto [n, s, m] = in.dims;
+  const c10::cuda::CUDAGuard guard(a.device());
+  at::Tensor ga = at::empty(a.sizes(), in.a.options());
+  at::Tensor gr[4];
+  for (int i = 0; i < 4; ++i) {
+    gr[i] = at::empty(lower_slope.sizes(), in.a.options());
+  }
+  if (n * m == 0) {
+    return {ga, gr[0], gr[1], gr[2], gr[3]};
+  }
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "_crown_relax_backward", [&] {
+    backward_kernel<scalar_t><<<blocks_for(n * m, kThreads), kThreads, 0, stream>>>(
+        in.grad_out.const_data_ptr<scalar_t>(), in.grad_d.const_data_ptr<scalar_t>(),
+        in.a.const_data_ptr<scalar_t>(), in.relax[0].const_data_ptr<scalar_t>(),
+        in.relax[1].const_data_ptr<scalar_t>(), in.relax[2].const_data_ptr<scalar_t>(),
+        in.relax[3].const_data_ptr<scalar_t>(), ga.mutable_data_ptr<scalar_t>(),
+        gr[0].mutable_data_ptr<scalar_t>(), gr[1].mutable_data_ptr<scalar_t>(), gr[2].mutable_data_ptr<scalar_t>(),
+        gr[3].mutable_data_ptr<scalar_t>(), n, s, m);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {ga, gr[0], gr[1], gr[2], gr[3]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+  m.impl("crown_relax", &crown_relax);
+  m.impl("_crown_relax_backward", &crown_relax_backward);
+}
+
+}  // namespace robustops

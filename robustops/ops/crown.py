@@ -1,0 +1,93 @@
+"""CROWN's back-substitution through an activation's linear relaxation, fused:
+
+    crown_relax(a, lower_slope, lower_intercept, upper_slope, upper_intercept) -> (a', d)
+
+For S linear functions A y of each sample's activation output y = f(z) (a [N, S, ...])
+and sound linear bounds lower_slope z + lower_intercept <= f(z) <= upper_slope z +
+upper_intercept on each element's input interval (each [N, ...], the shape of a
+without dimension 1), the lower bound of A y as a linear function of z is a' z + d:
+
+    a' = A+ lower_slope + A- upper_slope,   d[n, s] = sum (A+ lower_intercept + A- upper_intercept)[n, s]
+
+with A+ = max(A, 0), A- = min(A, 0). One read of A instead of the ~10 passes over
+[N, S, ...] tensors of the unfused form (math in csrc/include/robustops/crown.h,
+kernels in csrc/cpu/crown.cpp and csrc/cuda/crown.cu). Differentiable in every
+argument (first order); falls back to robustops.reference.bounds.crown_relax, with
+one FallbackWarning, when no compiled kernel is available.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from robustops import _extension
+from robustops.reference import bounds as _ref
+
+__all__ = ["crown_relax"]
+
+_KERNELS = _extension.kernel_table("crown_relax")
+_RELAX = ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")
+
+
+def _check(a, relax) -> None:
+    op = "robustops.ops.crown_relax"
+    for name, t in (("a", a),) + tuple(zip(_RELAX, relax)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{op}: argument '{name}' must be a floating-point tensor, got {t.dtype}")
+    if a.dim() < 3:
+        raise ValueError(f"{op}: argument 'a' must have shape [N, S, ...], got {tuple(a.shape)}")
+    want = (a.shape[0],) + tuple(a.shape[2:])
+    for name, t in zip(_RELAX, relax):
+        if t.dtype != a.dtype or t.device != a.device:
+            raise TypeError(f"{op}: argument '{name}' must have the dtype and device of 'a' ({a.dtype} on "
+                            f"{a.device}), got {t.dtype} on {t.device}")
+        if tuple(t.shape) != want:
+            raise ValueError(f"{op}: argument '{name}' must have shape {want} (the shape of 'a' without its "
+                             f"dimension 1), got {tuple(t.shape)}")
+
+
+def crown_relax(a: Tensor, lower_slope: Tensor, lower_intercept: Tensor, upper_slope: Tensor,
+                upper_intercept: Tensor) -> Tuple[Tensor, Tensor]:
+    """(A+ lower_slope + A- upper_slope, the sum of A+ lower_intercept + A- upper_intercept
+    over each row) for a [N, S, ...] and the relaxation [N, ...]; see the module docstring."""
+    relax = (lower_slope, lower_intercept, upper_slope, upper_intercept)
+    _check(a, relax)
+    if a.device.type in _KERNELS["crown_relax"]:
+        return torch.ops.robustops.crown_relax.default(a, *relax)
+    _extension.warn_fallback("crown_relax", a.device.type)
+    return _ref.crown_relax(a, *relax)
+
+
+def _register() -> None:
+    @torch.library.register_fake("robustops::crown_relax")
+    def _(a, lower_slope, lower_intercept, upper_slope, upper_intercept):
+        return torch.empty_like(a, memory_format=torch.contiguous_format), a.new_empty(a.shape[:2])
+
+    @torch.library.register_fake("robustops::_crown_relax_backward")
+    def _(grad_a, grad_d, a, lower_slope, lower_intercept, upper_slope, upper_intercept):
+        return (torch.empty_like(a, memory_format=torch.contiguous_format),) + tuple(
+            torch.empty_like(t, memory_format=torch.contiguous_format)
+            for t in (lower_slope, lower_intercept, upper_slope, upper_intercept))
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def backward(ctx, grad_a, grad_d):
+        a = ctx.saved_tensors[0]
+        if grad_a is None:
+            grad_a = torch.zeros_like(a)
+        if grad_d is None:
+            grad_d = a.new_zeros(a.shape[:2])
+        grads = torch.ops.robustops._crown_relax_backward.default(grad_a, grad_d, *ctx.saved_tensors)
+        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+
+    torch.library.register_autograd("robustops::crown_relax", backward, setup_context=setup_context)
+
+
+if _extension._C is not None:
+    _register()
