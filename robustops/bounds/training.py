@@ -55,7 +55,7 @@ class CertifiedLoss:
     """The loss and its parts, for logging."""
 
     loss: Tensor
-    clean: Tensor          # CE(z(x), y)
+    clean: Optional[Tensor]  # CE(z(x), y); None when kappa = 0 and no logits were given
     robust: Tensor         # Loss_rob
     per_radius: Tensor     # CE(-m(x, r_i), y) for i = 1..N
 
@@ -67,15 +67,17 @@ def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, *, 
     """The certified training loss above with ``n`` sub-perturbations (``weights``
     "gm" or "uniform") and bounds from ``method`` "ibp" or "crown-ibp" (the CROWN
     bound mixed with the IBP one: beta * CROWN + (1 - beta) * IBP). ``logits``
-    (optional) are the model's outputs on x, if the caller has them already."""
+    (optional) are the model's outputs on x, if the caller has them already. With
+    kappa = 0 the loss is Loss_rob alone and the clean forward pass is skipped
+    (``clean`` is then None unless ``logits`` are given)."""
     if not eps >= 0:
         raise ValueError(f"certified_loss: argument 'eps' must be >= 0, got {eps}")
     if not 0 <= kappa <= 1:
         raise ValueError(f"certified_loss: argument 'kappa' must be in [0, 1], got {kappa}")
     c = subperturbation_weights(n, weights, device=x.device).to(x.dtype)
-    if logits is None:
+    if logits is None and kappa > 0:
         logits = bounded(x)
-    clean = F.cross_entropy(logits, y)
+    clean = F.cross_entropy(logits, y) if logits is not None else None
     b = x.shape[0]
     # all radii in one pass: [r_1 x, ..., r_N x] stacked on the batch
     radii = torch.arange(1, n + 1, dtype=x.dtype, device=x.device) * (eps / n)
@@ -88,7 +90,8 @@ def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, *, 
         raise ValueError(f"certified_loss: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
     per_radius = robust_cross_entropy(margins, reduction="none").reshape(n, b).mean(1)
     robust = (c * per_radius).sum()
-    return CertifiedLoss(kappa * clean + (1 - kappa) * robust, clean, robust, per_radius)
+    loss = robust if kappa == 0 else kappa * clean + (1 - kappa) * robust
+    return CertifiedLoss(loss, clean, robust, per_radius)
 
 
 @torch.no_grad()

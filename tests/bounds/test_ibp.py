@@ -104,6 +104,11 @@ def test_batched_subperturbations_equal_separate_passes():
     # N = 1: plain IBP training
     one = certified_loss(bounded, x, y, eps, n=1, kappa=0.0)
     assert_close(one.loss, robustops.bounds.robust_cross_entropy(bounded.ibp_margins(x, y, eps)), **F64)
+    assert one.clean is None  # kappa = 0: no clean pass
+    logits = net(x)
+    given = certified_loss(bounded, x, y, eps, n=1, kappa=0.0, logits=logits)
+    assert_close(given.clean, torch.nn.functional.cross_entropy(logits, y), **F64)
+    assert_close(given.loss, one.loss, **F64)
     one.loss.backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
 
