@@ -31,6 +31,15 @@ TORCH_LIBRARY(robustops, m) {
   // CROWN: back-substitution through an activation's linear relaxation (crown.h)
   m.def("crown_relax(Tensor a, Tensor lower_slope, Tensor lower_intercept, Tensor upper_slope, Tensor upper_intercept) -> (Tensor, Tensor)");
   m.def("_crown_relax_backward(Tensor grad_a, Tensor grad_d, Tensor a, Tensor lower_slope, Tensor lower_intercept, Tensor upper_slope, Tensor upper_intercept) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // p4: the filter transform of p4 group convolutions and its adjoint (p4.h)
+  m.def("p4_filter(Tensor weight) -> Tensor");
+  m.def("_p4_filter_backward(Tensor grad, int in_rotations) -> Tensor");
+  // spp: spatial pyramid pooling, every level in one pass (spp.h)
+  m.def("spp_max(Tensor x, int[] levels) -> (Tensor, Tensor)");
+  m.def("_spp_max_backward(Tensor grad, Tensor indices, int[] levels, int height, int width) -> Tensor");
+  m.def("spp_mean(Tensor x, int[] levels) -> Tensor");
+  m.def("_spp_mean_backward(Tensor grad, int[] levels, int height, int width) -> Tensor");
 }
 
 // robustops._C is a Python module only so that `import robustops._C` loads the

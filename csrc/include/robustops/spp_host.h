@@ -1,0 +1,58 @@
+// Spatial pyramid pooling: host-side checks shared by the CPU and CUDA kernels.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <robustops/host.h>
+#include <robustops/spp.h>
+
+namespace robustops {
+namespace spp {
+
+inline Levels levels_of(const char* op, at::IntArrayRef levels) {
+  TORCH_CHECK(!levels.empty() && static_cast<int>(levels.size()) <= kMaxLevels, "robustops::", op,
+              ": argument 'levels' must hold 1 to ", kMaxLevels, " pyramid levels, got ", levels);
+  Levels lv{};
+  lv.count = static_cast<int>(levels.size());
+  int64_t total = 0;
+  for (int l = 0; l < lv.count; ++l) {
+    TORCH_CHECK(levels[l] >= 1, "robustops::", op, ": argument 'levels' must be positive, got ", levels);
+    lv.n[l] = levels[l];
+    lv.offset[l] = total;
+    total += levels[l] * levels[l];
+  }
+  lv.total = total;
+  return lv;
+}
+
+inline int64_t largest(const Levels& lv) {
+  int64_t m = 0;
+  for (int l = 0; l < lv.count; ++l) {
+    m = std::max(m, lv.n[l]);
+  }
+  return m;
+}
+
+// x [B, C, H, W] with H and W at least the largest level; returned contiguous.
+inline at::Tensor input(const char* op, const at::Tensor& x, const Levels& lv) {
+  check_floating(op, "x", x);
+  TORCH_CHECK(x.dim() == 4, "robustops::", op, ": argument 'x' must have shape [B, C, H, W], got ", x.sizes());
+  TORCH_CHECK(x.size(2) >= largest(lv) && x.size(3) >= largest(lv), "robustops::", op, ": argument 'x' has ",
+              x.size(2), "x", x.size(3), " planes, smaller than the largest pyramid level ", largest(lv),
+              " (every bin must hold at least one element)");
+  return x.contiguous();
+}
+
+// grad [B, C * T] for planes of height x width; returns C.
+inline int64_t grad_channels(const char* op, const at::Tensor& grad, const Levels& lv, int64_t height,
+                             int64_t width) {
+  check_floating(op, "grad", grad);
+  TORCH_CHECK(grad.dim() == 2 && grad.size(1) % lv.total == 0, "robustops::", op,
+              ": argument 'grad' must have shape [B, C * ", lv.total, "], got ", grad.sizes());
+  TORCH_CHECK(height >= largest(lv) && width >= largest(lv), "robustops::", op,
+              ": 'height' and 'width' must be at least the largest level, got ", height, "x", width);
+  return grad.size(1) / lv.total;
+}
+
+}  // namespace spp
+}  // namespace robustops

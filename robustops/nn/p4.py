@@ -1,0 +1,294 @@
+"""Symmetry enforcement (Wang et al., after Cohen & Welling 2016 and He et al. 2015):
+p4 group convolutions, rotation pooling, p4 batch norm and spatial pyramid pooling.
+
+A p4 feature map is [B, C, 4, H, W]: one plane per rotation by r x 90 degrees. The
+group acts on it by grot(y, k) = rot90(roll(y, k, dim=2), k, dims=(3, 4)), and the
+layers here are equivariant:
+
+    P4ConvZ2(rot90(x, k)) = grot(P4ConvZ2(x), k),   P4ConvP4(grot(y, k)) = grot(P4ConvP4(y), k)
+
+exactly when the convolution's sampling grid maps onto itself under the rotation:
+(H + 2 padding - dilation (k - 1) - 1) divisible by the stride (true for stride 1).
+Otherwise the strided grid drops different rows and columns of the rotated input, and
+equivariance holds only approximately (the tests show the failure).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustops.ops import p4 as _p4
+from robustops.ops import spp as _spp
+
+__all__ = ["P4ConvZ2", "P4ConvP4", "P4Pool", "P4MaxPool2d", "P4AvgPool2d", "P4BatchNorm",
+           "SpatialPyramidPool", "P4SpatialPyramidPool"]
+
+
+def _square(name: str, cls: str, v) -> int:
+    if isinstance(v, int):
+        return v
+    v = tuple(v)
+    if len(v) == 2 and all(isinstance(i, int) for i in v) and v[0] == v[1]:
+        return v[0]
+    raise ValueError(f"{cls}: argument '{name}' must be an int or two equal ints (p4 needs square kernels "
+                     f"and symmetric settings), got {v}")
+
+
+class _CachedFilter(torch.autograd.Function):
+    """The cached transformed filter, with the transform's adjoint as its gradient."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, cache: list) -> Tensor:
+        ctx.in_rotations = weight.shape[2]
+        return cache[0].view_as(cache[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        # used only where the compiled kernels run (see transformed_filter)
+        return torch.ops.robustops._p4_filter_backward.default(grad, ctx.in_rotations), None
+
+
+class _P4Conv(nn.Module):
+    in_rotations: int = 4
+    _cls = "P4ConvP4"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"{self._cls}: argument '{name}' must be a positive int, got {v!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _square("kernel_size", self._cls, kernel_size)
+        self.stride = _square("stride", self._cls, stride)
+        self.padding = _square("padding", self._cls, padding)
+        self.dilation = _square("dilation", self._cls, dilation)
+        k, s = self.kernel_size, self.in_rotations
+        factory = dict(device=device, dtype=dtype)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, s, k, k, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self._cache: Optional[Tuple[tuple, list]] = None  # not a buffer: the state_dict stays as it is
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # as nn.Conv2d, with the fan-in of one output plane: C_in * s * k * k
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_channels * self.in_rotations * self.kernel_size ** 2
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
+
+    def transformed_filter(self) -> Tensor:
+        """[C_out * 4, C_in * s, k, k]; in eval mode the transform is cached until the
+        weight changes (in place, or replaced), and gradients still reach the weight."""
+        w = self.weight
+        if self.training or torch.compiler.is_compiling():
+            return _p4.p4_filter(w)
+        key = (w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape))
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, [_p4.p4_filter(w)])
+        cache = self._cache[1]
+        if torch.is_grad_enabled() and w.requires_grad:
+            if w.device.type in _p4._KERNELS["p4_filter"]:
+                return _CachedFilter.apply(w, cache)
+            return _p4.p4_filter(w)
+        return cache[0]
+
+    def _check(self, x: Tensor) -> None:
+        want = 4 if self.in_rotations == 1 else 5
+        shape = "[B, C, H, W]" if want == 4 else "[B, C, 4, H, W]"
+        if x.dim() != want or (want == 5 and x.shape[2] != 4):
+            raise ValueError(f"{self._cls}: the input must have shape {shape}, got {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{self._cls}: the input has {x.shape[1]} channels, expected in_channels="
+                             f"{self.in_channels}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        b = x.shape[0]
+        flat = x.reshape(b, self.in_channels * self.in_rotations, x.shape[-2], x.shape[-1])
+        bias4 = self.bias.repeat_interleave(4) if self.bias is not None else None
+        y = F.conv2d(flat, self.transformed_filter(), bias4, self.stride, self.padding, self.dilation)
+        return y.view(b, self.out_channels, 4, y.shape[-2], y.shape[-1])
+
+
+class P4ConvZ2(_P4Conv):
+    """The lifting convolution Z2 -> p4: [B, C_in, H, W] -> [B, C_out, 4, H', W'];
+    weight [C_out, C_in, 1, k, k], one bias per output channel (shared by its 4
+    rotations)."""
+
+    in_rotations = 1
+    _cls = "P4ConvZ2"
+
+
+class P4ConvP4(_P4Conv):
+    """The p4 convolution p4 -> p4: [B, C_in, 4, H, W] -> [B, C_out, 4, H', W'];
+    weight [C_out, C_in, 4, k, k], one bias per output channel."""
+
+    in_rotations = 4
+    _cls = "P4ConvP4"
+
+
+def _p4_input(cls: str, x: Tensor) -> None:
+    if x.dim() != 5 or x.shape[2] != 4:
+        raise ValueError(f"{cls}: the input must be a p4 feature map [B, C, 4, H, W], got {tuple(x.shape)}")
+
+
+class P4Pool(nn.Module):
+    """Rotation pooling: max or mean over the 4 rotations, [B, C, 4, H, W] -> [B, C, H, W]
+    (invariant to the rotation axis' shift, so the output rotates with the input)."""
+
+    def __init__(self, mode: str = "max"):
+        super().__init__()
+        if mode not in ("max", "mean"):
+            raise ValueError(f"P4Pool: argument 'mode' must be 'max' or 'mean', got {mode!r}")
+        self.mode = mode
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        _p4_input("P4Pool", x)
+        return x.amax(2) if self.mode == "max" else x.mean(2)
+
+
+class _P4SpatialPool(nn.Module):
+    _pool = staticmethod(F.max_pool2d)
+    _cls = "P4MaxPool2d"
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = _square("kernel_size", self._cls, kernel_size)
+        self.stride = _square("stride", self._cls, stride if stride is not None else kernel_size)
+        self.padding = _square("padding", self._cls, padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        _p4_input(self._cls, x)
+        b, c = x.shape[:2]
+        y = self._pool(x.reshape(b, c * 4, x.shape[3], x.shape[4]), self.kernel_size, self.stride, self.padding)
+        return y.view(b, c, 4, y.shape[-2], y.shape[-1])
+
+
+class P4MaxPool2d(_P4SpatialPool):
+    """Spatial max pooling of each plane of a p4 feature map (keeps the rotation axis)."""
+
+
+class P4AvgPool2d(_P4SpatialPool):
+    """Spatial average pooling of each plane of a p4 feature map (keeps the rotation axis)."""
+
+    _pool = staticmethod(F.avg_pool2d)
+    _cls = "P4AvgPool2d"
+
+
+class P4BatchNorm(nn.BatchNorm3d):
+    """Batch norm of a p4 feature map [B, C, 4, H, W] with one mean, variance, weight
+    and bias per channel, shared by its 4 rotations (and space), so it stays
+    equivariant: nn.BatchNorm3d over (B, 4, H, W)."""
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        _p4_input("P4BatchNorm", x)
+
+
+def _levels(cls: str, levels) -> Tuple[int, ...]:
+    levels = (levels,) if isinstance(levels, int) else tuple(levels)
+    if not levels or not all(isinstance(n, int) and n >= 1 for n in levels):
+        raise ValueError(f"{cls}: argument 'levels' must be positive ints, got {levels}")
+    return levels
+
+
+class SpatialPyramidPool(nn.Module):
+    """Spatial pyramid pooling (He et al. 2015): [B, C, H, W] -> [B, C * sum(n^2)] for
+    any H, W >= max(levels), with the bins of adaptive pooling; one fused op for all
+    levels (robustops.ops.spatial_pyramid_pool)."""
+
+    def __init__(self, levels: Sequence[int] = (1, 2, 4), mode: str = "max"):
+        super().__init__()
+        self.levels = _levels("SpatialPyramidPool", levels)
+        if mode not in ("max", "mean"):
+            raise ValueError(f"SpatialPyramidPool: argument 'mode' must be 'max' or 'mean', got {mode!r}")
+        self.mode = mode
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, mode={self.mode!r}"
+
+    def output_size(self, channels: int) -> int:
+        return channels * sum(n * n for n in self.levels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _spp.spatial_pyramid_pool(x, self.levels, self.mode)
+
+
+def _orbits(n: int) -> Tensor:
+    """The orbits of the n x n bins under rotations by 90 degrees, as [orbits, 4]
+    indices of row-major bins (the centre bin of an odd n is its own orbit, repeated)."""
+    seen, orbits = set(), []
+    for i in range(n):
+        for j in range(n):
+            if (i, j) in seen:
+                continue
+            orbit, (a, b) = [], (i, j)
+            for _ in range(4):
+                orbit.append(a * n + b)
+                seen.add((a, b))
+                a, b = n - 1 - b, a
+            orbits.append(orbit)
+    return torch.tensor(orbits, dtype=torch.long)
+
+
+class P4SpatialPyramidPool(nn.Module):
+    """The rotation-invariant head of the symmetry-enforced model: a p4 feature map
+    [B, C, 4, H, W] (square planes) -> [B, C * sum(orbits(n))].
+
+    A plain SPP breaks the invariance the p4 layers buy: its bins at levels above 1
+    permute when the input rotates. So this head pools (``mode``: max or mean) over
+    the 4 rotations, then, at each level, over each orbit of bins under rotation (the
+    4 bins that a 90-degree rotation cycles; the centre bin of an odd level alone):
+    level n gives n^2 / 4 features per channel (n even), (n^2 + 3) / 4 (n odd).
+    Pooling commutes with pooling, so it runs as one SPP of the C * 4 planes (one
+    fused read of the feature map), and the rotation and orbit pools act on the small
+    [B, C, 4, T] result: the feature map is read once for the rotation pooling and
+    all levels."""
+
+    def __init__(self, levels: Sequence[int] = (1, 2, 4), mode: str = "max"):
+        super().__init__()
+        self.levels = _levels("P4SpatialPyramidPool", levels)
+        if mode not in ("max", "mean"):
+            raise ValueError(f"P4SpatialPyramidPool: argument 'mode' must be 'max' or 'mean', got {mode!r}")
+        self.mode = mode
+        for n in set(self.levels):
+            self.register_buffer(f"_orbits_{n}", _orbits(n), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, mode={self.mode!r}"
+
+    def output_size(self, channels: int) -> int:
+        return channels * sum(getattr(self, f"_orbits_{n}").shape[0] for n in self.levels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _p4_input("P4SpatialPyramidPool", x)
+        if x.shape[3] != x.shape[4]:
+            raise ValueError(f"P4SpatialPyramidPool: rotation invariance needs square planes, got "
+                             f"{x.shape[3]}x{x.shape[4]}")
+        b, c = x.shape[:2]
+        pooled = _spp.spatial_pyramid_pool(x.reshape(b, c * 4, x.shape[3], x.shape[4]), self.levels, self.mode)
+        out, start = [], 0
+        for n in self.levels:
+            part = pooled[:, start * c * 4:(start + n * n) * c * 4].view(b, c, 4, n * n)
+            start += n * n
+            part = part.amax(2) if self.mode == "max" else part.mean(2)     # rotations
+            orbit = part[:, :, getattr(self, f"_orbits_{n}")]               # [B, C, orbits, 4]
+            out.append((orbit.amax(-1) if self.mode == "max" else orbit.mean(-1)).flatten(1))
+        return torch.cat(out, 1)

@@ -1,0 +1,109 @@
+"""Spatial pyramid pooling (He et al. 2015): every level in one pass.
+
+    spatial_pyramid_pool(x [B, C, H, W], levels=(1, 2, 4), mode="max") -> [B, C * T]
+
+T = sum of n^2 over the levels; level n pools n x n bins with the edges of adaptive
+pooling (bin i spans [floor(i H / n), ceil((i + 1) H / n))), and the output is laid out
+as torch.cat([adaptive_pool(x, n).flatten(1) for n in levels], 1). max takes the
+first maximum of a bin (NaN wins, as adaptive_max_pool2d); mean its average. The
+kernels (csrc/cpu/spp.cpp, csrc/cuda/spp.cu) pool each plane for all levels at once,
+and their backward passes are gathers (deterministic). Falls back to
+robustops.reference.spp, with one FallbackWarning, when no compiled kernel is
+available.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from robustops import _extension
+from robustops.reference import spp as _ref
+
+__all__ = ["spatial_pyramid_pool"]
+
+_KERNELS = _extension.kernel_table("spp_max", "spp_mean")
+
+
+def _levels(levels) -> list:
+    if isinstance(levels, int):
+        levels = (levels,)
+    levels = list(levels)
+    if not levels or len(levels) > 8 or not all(isinstance(n, int) and n >= 1 for n in levels):
+        raise ValueError("robustops.ops.spatial_pyramid_pool: argument 'levels' must be 1 to 8 positive ints, "
+                         f"got {levels}")
+    return levels
+
+
+def spatial_pyramid_pool(x: Tensor, levels: Sequence[int] = (1, 2, 4), mode: str = "max") -> Tensor:
+    """A fixed-size vector [B, C * sum(n^2)] for any input of at least max(levels)
+    rows and columns (see the module docstring)."""
+    op = "robustops.ops.spatial_pyramid_pool"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: argument 'x' must be a Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{op}: argument 'x' must be a floating-point tensor, got {x.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"{op}: argument 'x' must have shape [B, C, H, W], got {tuple(x.shape)}")
+    if mode not in ("max", "mean"):
+        raise ValueError(f"{op}: argument 'mode' must be 'max' or 'mean', got {mode!r}")
+    levels = _levels(levels)
+    if min(x.shape[2], x.shape[3]) < max(levels):
+        raise ValueError(f"{op}: argument 'x' has {x.shape[2]}x{x.shape[3]} planes, smaller than the largest "
+                         f"pyramid level {max(levels)} (every bin must hold at least one element)")
+    name = f"spp_{mode}"
+    if x.device.type in _KERNELS[name]:
+        if mode == "max":
+            return torch.ops.robustops.spp_max.default(x, levels)[0]
+        return torch.ops.robustops.spp_mean.default(x, levels)
+    _extension.warn_fallback(name, x.device.type)
+    return _ref.spatial_pyramid_pool(x, levels, mode)
+
+
+def _total(levels) -> int:
+    return sum(n * n for n in levels)
+
+
+def _register() -> None:
+    @torch.library.register_fake("robustops::spp_max")
+    def _(x, levels):
+        shape = (x.shape[0], x.shape[1] * _total(levels))
+        return x.new_empty(shape), x.new_empty(shape, dtype=torch.long)
+
+    @torch.library.register_fake("robustops::spp_mean")
+    def _(x, levels):
+        return x.new_empty(x.shape[0], x.shape[1] * _total(levels))
+
+    @torch.library.register_fake("robustops::_spp_max_backward")
+    def _(grad, indices, levels, height, width):
+        return grad.new_empty(grad.shape[0], grad.shape[1] // _total(levels), height, width)
+
+    @torch.library.register_fake("robustops::_spp_mean_backward")
+    def _(grad, levels, height, width):
+        return grad.new_empty(grad.shape[0], grad.shape[1] // _total(levels), height, width)
+
+    def save_max(ctx, inputs, output):
+        x, levels = inputs
+        ctx.levels, ctx.size = levels, x.shape[2:]
+        ctx.save_for_backward(output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    def max_backward(ctx, grad, _):
+        (indices,) = ctx.saved_tensors
+        return torch.ops.robustops._spp_max_backward.default(grad, indices, ctx.levels, *ctx.size), None
+
+    def save_mean(ctx, inputs, output):
+        x, levels = inputs
+        ctx.levels, ctx.size = levels, x.shape[2:]
+
+    def mean_backward(ctx, grad):
+        return torch.ops.robustops._spp_mean_backward.default(grad, ctx.levels, *ctx.size), None
+
+    torch.library.register_autograd("robustops::spp_max", max_backward, setup_context=save_max)
+    torch.library.register_autograd("robustops::spp_mean", mean_backward, setup_context=save_mean)
+
+
+if _extension._C is not None:
+    _register()
