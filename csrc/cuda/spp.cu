@@ -98,10 +98,7 @@ at::Tensor backward(const char* op, const at::Tensor& grad_, const at::Tensor* i
   const at::Tensor grad = grad_.contiguous();
   at::Tensor indices;
   if constexpr (Max) {
-    TORCH_CHECK(indices_->sizes() == grad.sizes() && indices_->scalar_type() == at::kLong, "robustops::", op,
-                ": argument 'indices' must be an int64 tensor of the shape of 'grad', got ",
-                indices_->scalar_type(), " ", indices_->sizes());
-    indices = indices_->contiguous();
+    indices = spp::max_indices(op, *indices_, grad);
   }
   const int64_t b = grad.size(0);
   at::Tensor out = at::empty({b, c, h, w}, grad.options());

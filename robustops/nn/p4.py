@@ -87,9 +87,20 @@ class _P4Conv(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
 
+    def clear_filter_cache(self) -> None:
+        """Drop the cached transformed filter (see transformed_filter)."""
+        self._cache = None
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
     def transformed_filter(self) -> Tensor:
-        """[C_out * 4, C_in * s, k, k]; in eval mode the transform is cached until the
-        weight changes (in place, or replaced), and gradients still reach the weight."""
+        """[C_out * 4, C_in * s, k, k]. In eval mode the transform is cached until the
+        weight changes (in place, or replaced: the key is the weight's storage and
+        version counter), and gradients still reach the weight. Changes made through
+        ``weight.data`` bypass the version counter and so are not seen: call
+        ``clear_filter_cache()`` (or ``eval()`` again) after them."""
         w = self.weight
         if self.training or torch.compiler.is_compiling():
             return _p4.p4_filter(w)
@@ -204,8 +215,8 @@ class P4BatchNorm(nn.BatchNorm3d):
 
 def _levels(cls: str, levels) -> Tuple[int, ...]:
     levels = (levels,) if isinstance(levels, int) else tuple(levels)
-    if not levels or not all(isinstance(n, int) and n >= 1 for n in levels):
-        raise ValueError(f"{cls}: argument 'levels' must be positive ints, got {levels}")
+    if not levels or len(levels) > 8 or not all(isinstance(n, int) and n >= 1 for n in levels):
+        raise ValueError(f"{cls}: argument 'levels' must be 1 to 8 positive ints, got {levels}")
     return levels
 
 

@@ -7,7 +7,8 @@ pooling (bin i spans [floor(i H / n), ceil((i + 1) H / n))), and the output is l
 as torch.cat([adaptive_pool(x, n).flatten(1) for n in levels], 1). max takes the
 first maximum of a bin (NaN wins, as adaptive_max_pool2d); mean its average. The
 kernels (csrc/cpu/spp.cpp, csrc/cuda/spp.cu) pool each plane for all levels at once,
-and their backward passes are gathers (deterministic). Falls back to
+and their backward passes are gathers (deterministic); second-order gradients work
+(each backward's adjoint is the forward's gather). Falls back to
 robustops.reference.spp, with one FallbackWarning, when no compiled kernel is
 available.
 """
@@ -101,8 +102,34 @@ def _register() -> None:
     def mean_backward(ctx, grad):
         return torch.ops.robustops._spp_mean_backward.default(grad, ctx.levels, *ctx.size), None
 
+    # Double backward: each backward is linear in its grad, and its adjoint is the
+    # forward's own gather (max: the values at the saved indices; mean: the mean pool).
+    def save_max_backward(ctx, inputs, output):
+        grad, indices, levels, height, width = inputs
+        ctx.levels, ctx.size = levels, (height, width)
+        ctx.save_for_backward(indices)
+
+    def max_backward_backward(ctx, gg):
+        (indices,) = ctx.saved_tensors
+        b, h, w = gg.shape[0], *ctx.size
+        channels = gg.shape[1]
+        plane = torch.cat([torch.arange(channels, device=gg.device).repeat_interleave(n * n)
+                           for n in ctx.levels])
+        flat = plane.unsqueeze(0) * (h * w) + indices
+        return gg.reshape(b, channels * h * w).gather(1, flat), None, None, None, None
+
+    def save_mean_backward(ctx, inputs, output):
+        ctx.levels = inputs[1]
+
+    def mean_backward_backward(ctx, gg):
+        return torch.ops.robustops.spp_mean.default(gg, ctx.levels), None, None, None
+
     torch.library.register_autograd("robustops::spp_max", max_backward, setup_context=save_max)
     torch.library.register_autograd("robustops::spp_mean", mean_backward, setup_context=save_mean)
+    torch.library.register_autograd("robustops::_spp_max_backward", max_backward_backward,
+                                    setup_context=save_max_backward)
+    torch.library.register_autograd("robustops::_spp_mean_backward", mean_backward_backward,
+                                    setup_context=save_mean_backward)
 
 
 if _extension._C is not None:

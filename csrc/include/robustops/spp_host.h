@@ -54,5 +54,15 @@ inline int64_t grad_channels(const char* op, const at::Tensor& grad, const Level
   return grad.size(1) / lv.total;
 }
 
+// The argmax indices of spp_max for the backward: int64, the shape of grad.
+inline at::Tensor max_indices(const char* op, const at::Tensor& indices, const at::Tensor& grad) {
+  TORCH_CHECK(indices.sizes() == grad.sizes() && indices.scalar_type() == at::kLong, "robustops::", op,
+              ": argument 'indices' must be an int64 tensor of the shape of 'grad', got ", indices.scalar_type(),
+              " ", indices.sizes());
+  TORCH_CHECK(indices.device() == grad.device(), "robustops::", op, ": argument 'indices' is on ",
+              indices.device(), " but 'grad' is on ", grad.device());
+  return indices.contiguous();
+}
+
 }  // namespace spp
 }  // namespace robustops

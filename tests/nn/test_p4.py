@@ -1,0 +1,749 @@
+"""robustops.nn p4 layers and spatial pyramid pooling:
+
+- P4ConvZ2 / P4ConvP4: the equivariance laws (exact in float64) for odd and even
+  kernels, padding, bias, dilation and stride 2 where the strided grid is symmetric,
+  and their documented failure where it is not; agreement with
+  robustops.reference.p4.p4_conv over devices and dtypes (forward, input, weight and
+  bias gradients); gradcheck; the eval-mode filter cache (reuse, invalidation,
+  state_dict, gradients, dtype and device moves); bad input.
+- P4Pool, P4MaxPool2d, P4AvgPool2d, P4BatchNorm against their plain-torch meanings.
+- SpatialPyramidPool / robustops.ops.spatial_pyramid_pool: fixed output size,
+  agreement with robustops.reference.spp (ties and NaN included), gradcheck, opcheck,
+  torch.compile, the fallback and bad input.
+- P4SpatialPyramidPool: rotation invariance, output_size, agreement with a
+  straightforward reference (rotation pool, adaptive pool, orbit pool), bad input.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+import robustops
+from robustops import _extension
+from robustops.nn import (P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool,
+                          P4SpatialPyramidPool, SpatialPyramidPool)
+from robustops.ops import spatial_pyramid_pool
+from robustops.ops import p4 as p4_ops
+from robustops.ops import spp as spp_ops
+from robustops.reference import spp as ref_spp
+from robustops.reference.p4 import grot, p4_conv
+from tests.conftest import DEVICES, FLOAT_DTYPES, tolerances
+
+F64 = torch.float64
+
+
+def _randn(*shape, dtype=F64, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=F64).to(dtype).to(device)
+
+
+def _assert_close_scaled(actual, expected, scale, dtype, what=""):
+    """actual against a float64 expected whose terms have magnitude sums `scale`
+    (elementwise): the dtype's rounding of the result plus one rounding step of the
+    dtype (at least 1e-6, for float32 accumulation) of the terms' magnitude."""
+    tol = tolerances(dtype)
+    actual = actual.detach().double().cpu()
+    expected, scale = expected.detach().double().cpu(), scale.detach().double().cpu()
+    assert actual.shape == expected.shape, what
+    assert torch.equal(actual.isnan(), expected.isnan()), f"{what}: NaN positions differ"
+    ok = ~expected.isnan()
+    err = (actual - expected).abs()[ok]
+    bound = (tol["atol"] + tol["rtol"] * expected.abs() + max(tol["rtol"], 1e-6) * scale)[ok]
+    assert (err <= bound).all(), f"{what}: max excess {(err - bound).max().item()}"
+
+
+def _lift_input(layer, h, w=None, seed=0, batch=2):
+    w = h if w is None else w
+    if isinstance(layer, P4ConvZ2):
+        return _randn(batch, layer.in_channels, h, w, seed=seed)
+    return _randn(batch, layer.in_channels, 4, h, w, seed=seed)
+
+
+def _rotate_input(layer, x, k):
+    return torch.rot90(x, k, dims=(2, 3)) if isinstance(layer, P4ConvZ2) else grot(x, k)
+
+
+def _max_law_error(layer, x):
+    y = layer(x)
+    return max((layer(_rotate_input(layer, x, k)) - grot(y, k)).abs().max().item() for k in range(4))
+
+
+# ---------------------------------------------------------------------------------
+# P4ConvZ2 / P4ConvP4: equivariance
+
+# (kernel_size, padding, stride, dilation, side, bias): every case has
+# (side + 2 padding - dilation (k - 1) - 1) divisible by the stride
+EQUIVARIANT = [
+    (3, 1, 1, 1, 8, True),
+    (3, 0, 1, 1, 7, False),
+    (4, 0, 1, 1, 8, True),   # even kernel: rotates about the centre of the 4 x 4 window
+    (4, 2, 1, 1, 7, False),
+    (4, 1, 1, 1, 6, True),
+    (5, 2, 1, 1, 9, True),
+    (5, 0, 1, 1, 6, False),
+    (3, 1, 2, 1, 9, True),   # stride 2: 9 + 2 - 2 - 1 = 8
+    (3, 0, 2, 1, 7, False),  # 7 - 2 - 1 = 4
+    (4, 1, 2, 1, 8, True),   # 8 + 2 - 3 - 1 = 6
+    (5, 2, 2, 1, 11, True),  # 11 + 4 - 4 - 1 = 10
+    (3, 2, 1, 2, 8, True),   # dilation 2
+    (3, 0, 2, 2, 9, False),  # dilation 2, stride 2: 9 - 4 - 1 = 4
+]
+
+
+@pytest.mark.parametrize("cls", [P4ConvZ2, P4ConvP4])
+@pytest.mark.parametrize("case", EQUIVARIANT, ids=lambda c: "k{}-p{}-s{}-d{}-h{}-{}".format(*c))
+def test_equivariance_is_exact(case, cls):
+    k, p, s, d, h, bias = case
+    assert (h + 2 * p - d * (k - 1) - 1) % s == 0
+    torch.manual_seed(0)
+    layer = cls(3, 2, k, stride=s, padding=p, dilation=d, bias=bias).double()
+    x = _lift_input(layer, h)
+    for k_rot in range(4):
+        assert_close(layer(_rotate_input(layer, x, k_rot)), grot(layer(x), k_rot), rtol=0, atol=1e-12)
+    # composing the layers: Z2 -> p4 -> p4
+    if cls is P4ConvZ2:
+        nxt = P4ConvP4(2, 3, 3, padding=1).double()
+        for k_rot in range(4):
+            assert_close(nxt(layer(torch.rot90(x, k_rot, dims=(2, 3)))), grot(nxt(layer(x)), k_rot),
+                         rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [P4ConvZ2, P4ConvP4])
+def test_equivariance_fails_for_an_asymmetric_strided_grid(cls):
+    # the documented failure: stride 2 with 10 + 2 - 2 - 1 = 9 not divisible by 2, so
+    # the strided grid keeps row 0 but not row 9: the rotated input loses other rows
+    k, p, s, h = 3, 1, 2, 10
+    assert (h + 2 * p - (k - 1) - 1) % s != 0
+    torch.manual_seed(0)
+    layer = cls(3, 2, k, stride=s, padding=p).double()
+    x = _lift_input(layer, h)
+    assert layer(x).shape[-2:] == (5, 5)  # the law's two sides have the same shape ...
+    assert _max_law_error(layer, x) > 1e-3  # ... but are not equal
+
+
+def test_rotation_pooling_after_a_p4_layer_is_invariant_to_the_rotation_shift():
+    torch.manual_seed(0)
+    layer = P4ConvZ2(2, 3, 3, padding=1).double()
+    x = _randn(2, 2, 8, 8)
+    for mode in ("max", "mean"):
+        pool = P4Pool(mode)
+        for k in range(4):
+            # grot = roll on the rotation axis and rot90 of the plane: the pool removes the roll
+            assert_close(pool(layer(torch.rot90(x, k, dims=(2, 3)))), torch.rot90(pool(layer(x)), k, dims=(2, 3)),
+                         rtol=0, atol=1e-12)
+            assert_close(pool(torch.roll(layer(x), k, dims=2)), pool(layer(x)), rtol=0, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------
+# P4ConvZ2 / P4ConvP4: against the reference
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("cls", [P4ConvZ2, P4ConvP4])
+def test_layers_against_reference(cls, dtype, device):
+    for k, kw, h, w in ((3, dict(padding=1), 7, 7), (4, dict(stride=2, padding=1), 8, 6),
+                        (2, dict(dilation=2), 6, 5)):
+        torch.manual_seed(k)
+        layer = cls(3, 5, k, **kw).to(device=device, dtype=dtype)
+        x = _lift_input(layer, h, w, seed=k).to(device=device, dtype=dtype).requires_grad_()
+        y = layer(x)
+        assert y.dtype == dtype and y.shape[:3] == (2, 5, 4)
+        g = torch.randn(y.shape, dtype=F64).to(dtype)
+        got = torch.autograd.grad(y, (x, layer.weight, layer.bias), g.to(device))
+
+        ins = [t.detach().double().cpu().requires_grad_() for t in (x, layer.weight, layer.bias)]
+        y64 = p4_conv(*ins, **kw)
+        want = torch.autograd.grad(y64, ins, g.double())
+        # the magnitude sums of the terms: the same computation on absolute values
+        absins = [t.detach().abs().requires_grad_() for t in ins]
+        scale_y = p4_conv(*absins, **kw)
+        scales = torch.autograd.grad(scale_y, absins, g.double().abs())
+
+        _assert_close_scaled(y, y64, scale_y, dtype, f"k={k} forward")
+        for name, a, e, s in zip(("input", "weight", "bias"), got, want, scales):
+            assert a.shape == e.shape and a.dtype == dtype
+            _assert_close_scaled(a, e, s, dtype, f"k={k} {name} grad")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_layers_gradcheck(device):
+    torch.manual_seed(0)
+    for layer, shape in ((P4ConvP4(2, 1, 3, padding=1), (1, 2, 4, 3, 3)), (P4ConvP4(1, 2, 2), (1, 1, 4, 3, 3)),
+                         (P4ConvZ2(2, 2, 2), (2, 2, 3, 3))):
+        layer = layer.to(device=device, dtype=F64)
+        x = torch.randn(shape, dtype=F64, device=device, requires_grad=True)
+        w = layer.weight.detach().clone().requires_grad_()
+        b = layer.bias.detach().clone().requires_grad_()
+
+        def f(x, w, b, layer=layer):
+            return torch.func.functional_call(layer, {"weight": w, "bias": b}, (x,))
+
+        assert torch.autograd.gradcheck(f, (x, w, b))
+
+
+# ---------------------------------------------------------------------------------
+# the eval-mode filter cache
+
+
+def _expected(layer, x):
+    return p4_conv(x, layer.weight.detach(), layer.bias.detach(), layer.stride, layer.padding, layer.dilation)
+
+
+@pytest.mark.parametrize("cls", [P4ConvZ2, P4ConvP4])
+def test_eval_cache_is_reused(cls):
+    torch.manual_seed(0)
+    layer = cls(3, 4, 3, padding=1).double()
+    x = _lift_input(layer, 6)
+    # train mode: no cache, a fresh transform every call
+    layer(x)
+    assert layer._cache is None
+    f1, f2 = layer.transformed_filter(), layer.transformed_filter()  # both alive: distinct storage
+    assert f1.data_ptr() != f2.data_ptr() and torch.equal(f1, f2)
+    layer.eval()
+    with torch.no_grad():
+        y1 = layer(x)
+        cache = layer._cache
+        assert cache is not None
+        y2 = layer(x)
+        assert layer._cache is cache  # the same entry, not recomputed
+        f1, f2 = layer.transformed_filter(), layer.transformed_filter()
+        assert f1 is cache[1][0] and f2 is cache[1][0]
+    # with grad enabled: a view of the same storage
+    f3 = layer.transformed_filter()
+    assert layer._cache is cache and f3.data_ptr() == cache[1][0].data_ptr() and f3.requires_grad
+    assert torch.equal(y1, y2)
+    assert torch.equal(y1, _expected(layer, x))
+    assert torch.equal(cache[1][0], robustops.reference.p4.p4_filter(layer.weight.detach()))
+
+
+@pytest.mark.parametrize("cls", [P4ConvZ2, P4ConvP4])
+def test_eval_cache_is_invalidated_by_weight_updates(cls):
+    torch.manual_seed(0)
+    layer = cls(3, 4, 3, padding=1).double().eval()
+    x = _lift_input(layer, 6)
+    with torch.no_grad():
+        y0 = layer(x)
+        layer.weight.add_(1)  # in place
+        y1 = layer(x)
+    assert not torch.equal(y0, y1)
+    assert_close(y1, _expected(layer, x), rtol=0, atol=0)
+
+    # load_state_dict copies in place
+    other = cls(3, 4, 3, padding=1).double()
+    layer.load_state_dict(other.state_dict())
+    assert_close(layer(x), _expected(other, x), rtol=0, atol=0)
+
+    # an optimizer step (in place, under no_grad)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    layer(x).square().sum().backward()
+    opt.step()
+    assert_close(layer(x), _expected(layer, x), rtol=0, atol=0)
+
+    # a new Parameter
+    layer.weight = torch.nn.Parameter(layer.weight.detach() * -2)
+    assert_close(layer(x), _expected(layer, x), rtol=0, atol=0)
+
+    # back to train mode and in place there, then eval again
+    layer.train()
+    with torch.no_grad():
+        layer.weight.mul_(0.5)
+    layer.eval()
+    assert_close(layer(x), _expected(layer, x), rtol=0, atol=0)
+
+
+def test_eval_cache_after_changes_through_data():
+    """Changes through .data bypass the version counter the cache key uses (the
+    documented limitation); clear_filter_cache() or eval() again sees them."""
+    torch.manual_seed(0)
+    layer = P4ConvP4(2, 3, 3, padding=1).double().eval()
+    x = _lift_input(layer, 6)
+    with torch.no_grad():
+        layer(x)
+        layer.weight.data.mul_(2)  # as gradcheck's finite differences and older code do
+        layer.clear_filter_cache()
+        assert_close(layer(x), _expected(layer, x), rtol=0, atol=1e-12)
+        layer.weight.data.mul_(2)
+        layer.eval()
+        assert_close(layer(x), _expected(layer, x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_cache_is_not_in_the_state_dict(bias):
+    torch.manual_seed(0)
+    layer = P4ConvP4(2, 3, 3, bias=bias).double()
+    want = {"weight", "bias"} if bias else {"weight"}
+    x = _lift_input(layer, 5)
+    for mode in (True, False):
+        layer.train(mode)
+        assert set(layer.state_dict().keys()) == want
+        layer(x)
+        with torch.no_grad():
+            layer(x)
+        assert set(layer.state_dict().keys()) == want
+        assert {n for n, _ in layer.named_buffers()} == set()
+        assert {n for n, _ in layer.named_parameters()} == want
+    assert layer._cache is not None
+
+
+@pytest.mark.parametrize("cls", [P4ConvZ2, P4ConvP4])
+def test_eval_cache_keeps_gradients_flowing(cls):
+    torch.manual_seed(0)
+    layer = cls(3, 4, 3, padding=1).double()
+    x = _lift_input(layer, 6).requires_grad_()
+    grads = {}
+    for mode in ("train", "eval", "eval again"):
+        layer.train(mode == "train")
+        y = layer(x)
+        grads[mode] = torch.autograd.grad(y.sin().sum(), (x, layer.weight, layer.bias))
+    assert layer._cache is not None
+    for a, b in zip(grads["train"], grads["eval"]):
+        assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for a, b in zip(grads["eval"], grads["eval again"]):
+        assert torch.equal(a, b)
+    # and a training step in eval mode (e.g. fine-tuning with frozen batch norm)
+    layer.eval()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    before = layer.weight.detach().clone()
+    layer(x.detach()).square().sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    opt.step()
+    assert not torch.equal(layer.weight, before)
+    assert_close(layer(x.detach()), _expected(layer, x.detach()), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_eval_cache_follows_dtype_and_device_moves(device):
+    torch.manual_seed(0)
+    layer = P4ConvP4(2, 3, 3, padding=1).eval()
+    x = _lift_input(layer, 6)
+    with torch.no_grad():
+        y32 = layer(x.float())
+        assert y32.dtype == torch.float32
+        layer.double()
+        y64 = layer(x)
+        assert y64.dtype == F64
+        assert layer._cache[1][0].dtype == F64
+        assert_close(y64, _expected(layer, x), rtol=0, atol=0)
+        assert_close(y32, y64.float(), rtol=1e-5, atol=1e-5)
+        layer.to(device)
+        xd = x.to(device)
+        y = layer(xd)
+        assert y.device.type == device and layer._cache[1][0].device.type == device
+        assert_close(y, _expected(layer, xd), rtol=0, atol=0)
+        layer.to(torch.float32)
+        assert_close(layer(xd.float()), _expected(layer, xd.float()), rtol=0, atol=0)
+
+
+def test_layers_fall_back_with_one_warning(monkeypatch):
+    # no compiled p4_filter: the layers run the reference transform (train and eval
+    # mode, the eval cache included) with the same numbers and gradients
+    torch.manual_seed(0)
+    layer = P4ConvP4(2, 3, 3, padding=1).double()
+    x = _lift_input(layer, 6)
+    want = {}
+    for mode in (True, False):
+        layer.train(mode)
+        want[mode] = torch.autograd.grad(layer(x).sin().sum(), layer.weight)[0]
+    monkeypatch.setattr(p4_ops, "_KERNELS", {"p4_filter": frozenset()})
+    monkeypatch.setattr(_extension, "_WARNED", set())
+    with pytest.warns(robustops.FallbackWarning, match="robustops.ops.p4_filter: no compiled kernel"):
+        layer.train()
+        got = torch.autograd.grad(layer(x).sin().sum(), layer.weight)[0]
+    assert_close(got, want[True], rtol=1e-12, atol=1e-14)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer.eval()
+        with torch.no_grad():
+            layer.weight.mul_(1.0)  # a new version: the cache is rebuilt by the reference
+            assert_close(layer(x), _expected(layer, x), rtol=0, atol=0)
+        got = torch.autograd.grad(layer(x).sin().sum(), layer.weight)[0]
+    assert_close(got, want[False], rtol=1e-12, atol=1e-14)
+
+
+def test_conv_bad_input():
+    z2, p4 = P4ConvZ2(3, 4, 3), P4ConvP4(3, 4, 3)
+    with pytest.raises(ValueError, match=r"P4ConvZ2: the input must have shape \[B, C, H, W\]"):
+        z2(torch.randn(2, 3, 4, 6, 6))
+    with pytest.raises(ValueError, match=r"P4ConvZ2: the input has 2 channels, expected in_channels=3"):
+        z2(torch.randn(2, 2, 6, 6))
+    with pytest.raises(ValueError, match=r"P4ConvP4: the input must have shape \[B, C, 4, H, W\]"):
+        p4(torch.randn(2, 3, 6, 6))
+    with pytest.raises(ValueError, match=r"P4ConvP4: the input must have shape \[B, C, 4, H, W\]"):
+        p4(torch.randn(2, 3, 3, 6, 6))  # 3 rotations
+    with pytest.raises(ValueError, match=r"P4ConvP4: the input has 5 channels, expected in_channels=3"):
+        p4(torch.randn(2, 5, 4, 6, 6))
+    for cls in (P4ConvZ2, P4ConvP4):
+        name = cls.__name__
+        with pytest.raises(ValueError, match=f"{name}: argument 'kernel_size' must be an int or two equal ints"):
+            cls(3, 4, (3, 5))
+        with pytest.raises(ValueError, match=f"{name}: argument 'stride' must be an int or two equal ints"):
+            cls(3, 4, 3, stride=(1, 2))
+        with pytest.raises(ValueError, match=f"{name}: argument 'padding'"):
+            cls(3, 4, 3, padding=(1, 0))
+        with pytest.raises(ValueError, match=f"{name}: argument 'dilation'"):
+            cls(3, 4, 3, dilation=(2, 1))
+        with pytest.raises(ValueError, match=f"{name}: argument 'in_channels' must be a positive int"):
+            cls(0, 4, 3)
+        with pytest.raises(ValueError, match=f"{name}: argument 'out_channels' must be a positive int"):
+            cls(3, 2.0, 3)
+    # equal pairs are fine
+    layer = P4ConvP4(3, 4, (3, 3), stride=(2, 2), padding=[1, 1])
+    assert (layer.kernel_size, layer.stride, layer.padding) == (3, 2, 1)
+    assert layer.weight.shape == (4, 3, 4, 3, 3) and P4ConvZ2(3, 4, 5).weight.shape == (4, 3, 1, 5, 5)
+
+
+# ---------------------------------------------------------------------------------
+# P4Pool, P4MaxPool2d, P4AvgPool2d, P4BatchNorm
+
+
+def test_p4_pools():
+    y = _randn(2, 3, 4, 7, 6)
+    assert torch.equal(P4Pool("max")(y), y.amax(2))
+    assert torch.equal(P4Pool()(y), y.amax(2))
+    assert torch.equal(P4Pool("mean")(y), y.mean(2))
+    for cls, pool in ((P4MaxPool2d, F.max_pool2d), (P4AvgPool2d, F.avg_pool2d)):
+        for args in ((2,), (3, 2, 1), ((2, 2), 1)):
+            got = cls(*args)(y)
+            k = args[0] if isinstance(args[0], int) else args[0][0]
+            stride = args[1] if len(args) > 1 else k
+            pad = args[2] if len(args) > 2 else 0
+            want = pool(y.reshape(2, 12, 7, 6), k, stride, pad)
+            assert torch.equal(got, want.reshape(2, 3, 4, *want.shape[-2:])), (cls, args)
+    with pytest.raises(ValueError, match="P4Pool: argument 'mode'"):
+        P4Pool("sum")
+    with pytest.raises(ValueError, match=r"P4Pool: the input must be a p4 feature map"):
+        P4Pool()(y[:, :, 0])
+    with pytest.raises(ValueError, match=r"P4MaxPool2d: the input must be a p4 feature map"):
+        P4MaxPool2d(2)(y[:, :, :3])
+    with pytest.raises(ValueError, match="P4AvgPool2d: argument 'kernel_size'"):
+        P4AvgPool2d((2, 3))
+
+
+def test_p4_pools_are_equivariant():
+    y = _randn(2, 3, 4, 8, 8)
+    for m in (P4MaxPool2d(2), P4AvgPool2d(2), P4MaxPool2d(3, 1, 1)):
+        for k in range(4):
+            assert_close(m(grot(y, k)), grot(m(y), k), rtol=0, atol=1e-15)
+
+
+def test_p4_batch_norm():
+    torch.manual_seed(0)
+    y = _randn(3, 5, 4, 6, 6) * 3 + 1
+    bn = P4BatchNorm(5).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    plain = torch.nn.BatchNorm3d(5).double()
+    plain.load_state_dict(bn.state_dict())
+    assert bn.running_mean.shape == (5,) and bn.weight.shape == (5,)  # shared by the 4 rotations
+    assert_close(bn(y), plain(y), rtol=0, atol=0)
+    assert_close(bn.running_mean, plain.running_mean, rtol=0, atol=0)
+    assert_close(bn.running_var, plain.running_var, rtol=0, atol=0)
+    # one mean per channel, over the batch, the rotations and the plane
+    assert_close(bn.running_mean, 0.1 * y.mean(dim=(0, 2, 3, 4)))
+    normed = (bn(y) - bn.bias.view(1, 5, 1, 1, 1)) / bn.weight.view(1, 5, 1, 1, 1)
+    assert_close(normed.mean(dim=(0, 2, 3, 4)), torch.zeros(5, dtype=F64), rtol=0, atol=1e-12)
+    # equivariant in train and eval mode
+    for mode in (True, False):
+        bn.train(mode)
+        for k in range(4):
+            assert_close(bn(grot(y, k)), grot(bn(y), k), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"P4BatchNorm: the input must be a p4 feature map"):
+        bn(y[:, :, 0])
+
+
+# ---------------------------------------------------------------------------------
+# SpatialPyramidPool / robustops.ops.spatial_pyramid_pool
+
+SIZES = [(4, 4), (5, 5), (4, 9), (7, 5), (8, 8), (13, 6), (16, 16), (37, 23)]
+
+
+@pytest.mark.parametrize("mode", ["max", "mean"])
+def test_spp_output_size_is_fixed(mode):
+    pool = SpatialPyramidPool(mode=mode)
+    assert pool.output_size(3) == 3 * 21
+    for h, w in SIZES:
+        x = _randn(2, 3, h, w)
+        out = pool(x)
+        assert out.shape == (2, 3 * 21), (h, w)
+        assert torch.equal(out, spatial_pyramid_pool(x, (1, 2, 4), mode))
+    pool = SpatialPyramidPool((3, 1), mode)
+    assert pool(_randn(1, 2, 5, 3)).shape == (1, 2 * 10) and pool.output_size(2) == 20
+    assert SpatialPyramidPool(2, mode)(_randn(1, 2, 5, 3)).shape == (1, 8)
+
+
+def _spp_input(h, w, dtype, device, nan):
+    x = _randn(2, 3, h, w, seed=h * 100 + w).to(dtype)
+    x[0, 1] = 1.5                 # a constant plane: every bin ties
+    x[1, 0, ::2] = x[1, 0, 1::2].max()  # whole rows tied at the plane's maximum
+    if nan:
+        x[1, 1, h // 2, w // 3] = float("nan")
+        x[1, 2, 0, 0] = float("nan")
+        x[1, 2, -1, -1] = float("nan")
+    return x.to(device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("mode", ["max", "mean"])
+def test_spp_against_reference(mode, dtype, device):
+    levels = (1, 2, 4)
+    for h, w in SIZES:
+        what = f"{h}x{w}"
+        x = _spp_input(h, w, dtype, device, nan=(mode == "max"))
+        xg = x.clone().requires_grad_()
+        out = spatial_pyramid_pool(xg, levels, mode)
+        assert out.shape == (2, 3 * 21) and out.dtype == dtype and out.device == x.device
+        g = torch.randn(out.shape, dtype=F64).to(dtype)
+        (got,) = torch.autograd.grad(out, xg, g.to(device))
+
+        x64 = x.double().cpu().requires_grad_()
+        want_out = ref_spp.spatial_pyramid_pool(x64, levels, mode)
+        (want,) = torch.autograd.grad(want_out, x64, g.double())
+        if mode == "max":
+            # A selection: the same values as the reference in the input's dtype (the
+            # float64 reference sees the same, exactly converted values and ties). The
+            # element chosen is adaptive_max_pool2d's: the first maximum of the bin in
+            # row-major order, NaN winning (the last NaN); ties and NaN included, the
+            # saved indices equal adaptive_max_pool2d's, so the gradient lands on the
+            # same elements and equals the reference's up to summation order.
+            ref_out = ref_spp.spatial_pyramid_pool(x, levels, mode)
+            assert_close(out.detach(), ref_out, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{what}: {m}")
+            _, idx = torch.ops.robustops.spp_max(x, list(levels))
+            ref_idx = torch.cat([F.adaptive_max_pool2d(x, n, return_indices=True)[1].flatten(1) for n in levels], 1)
+            assert torch.equal(idx, ref_idx), what
+            assert out.isnan().any()  # the NaN inputs won their bins
+        else:
+            _assert_close_scaled(out, want_out, ref_spp.spatial_pyramid_pool(x64.detach().abs(), levels, mode),
+                                 dtype, f"{what} forward")
+        (scale,) = torch.autograd.grad(ref_spp.spatial_pyramid_pool(x64, levels, mode), x64, g.double().abs())
+        _assert_close_scaled(got, want, scale, dtype, f"{what} backward")
+
+
+def test_spp_ties_and_nan_by_hand():
+    # an all-constant 4 x 4 plane: each bin's gradient goes to its top-left element
+    x = torch.full((1, 1, 4, 4), 2.0, dtype=F64, requires_grad=True)
+    out = spatial_pyramid_pool(x)
+    assert torch.equal(out.detach(), torch.full((1, 21), 2.0, dtype=F64))
+    (g,) = torch.autograd.grad(out.sum(), x)
+    want = torch.zeros(4, 4, dtype=F64)
+    want[0, 0] += 1                   # level 1
+    want[0::2, 0::2] += 1             # level 2: bins of 2 x 2
+    want += 1                         # level 4: every element is a bin
+    assert torch.equal(g[0, 0], want)
+    # a NaN wins its bins (and the levels above)
+    x = torch.arange(16.0, dtype=F64).view(1, 1, 4, 4)
+    x[0, 0, 3, 0] = float("nan")
+    out = spatial_pyramid_pool(x, (1, 2))
+    assert out[0, 0].isnan() and out[0, 3].isnan()
+    assert torch.equal(out[0, [1, 2, 4]], torch.tensor([5.0, 7.0, 15.0], dtype=F64))
+    # mean: NaN reaches exactly the bins that hold it
+    out = spatial_pyramid_pool(x, (1, 2), "mean")
+    assert out[0, 0].isnan() and out[0, 3].isnan() and not out[0, [1, 2, 4]].isnan().any()
+    assert torch.equal(out[0, [1, 2, 4]], torch.tensor([2.5, 4.5, 12.5], dtype=F64))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_spp_gradcheck(device):
+    for h, w in ((5, 7), (8, 4)):
+        x = _randn(2, 2, h, w, device=device).requires_grad_()
+        assert torch.autograd.gradcheck(lambda t: spatial_pyramid_pool(t, (1, 2, 4), "mean"), (x,))
+        # max: distinct values at least 1/(h w) apart, so finite differences keep the argmax
+        distinct = torch.randperm(2 * 2 * h * w, generator=torch.Generator().manual_seed(h)).to(F64)
+        distinct = (distinct / (h * w)).view(2, 2, h, w).to(device).requires_grad_()
+        assert torch.autograd.gradcheck(lambda t: spatial_pyramid_pool(t, (1, 3, 2), "max"), (distinct,))
+
+
+def test_spp_double_backward():
+    x = _randn(1, 2, 5, 5).requires_grad_()
+    w = _randn(2 * 21, seed=1).requires_grad_()
+    for mode in ("mean", "max"):
+        grads = []
+        for f in (spatial_pyramid_pool, ref_spp.spatial_pyramid_pool):
+            (gx,) = torch.autograd.grad((f(x, (1, 2, 4), mode) * w).sum(), x, create_graph=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no "not used in the graph" warning
+                grads.append(torch.autograd.grad(gx.square().sum() + w.sum(), w)[0])
+        assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_spp_opcheck_and_compile(device):
+    levels = [1, 2, 4]
+    x = _randn(2, 3, 7, 5, device=device)
+    torch.library.opcheck(torch.ops.robustops.spp_max.default, (x, levels))
+    torch.library.opcheck(torch.ops.robustops.spp_max.default, (x.clone().requires_grad_(), levels))
+    torch.library.opcheck(torch.ops.robustops.spp_mean.default, (x, levels))
+    torch.library.opcheck(torch.ops.robustops.spp_mean.default, (x.clone().requires_grad_(), [3, 1]))
+    out, idx = torch.ops.robustops.spp_max(x, levels)
+    assert idx.dtype == torch.int64 and idx.shape == out.shape
+    g = torch.randn_like(out)
+    torch.library.opcheck(torch.ops.robustops._spp_max_backward.default, (g, idx, levels, 7, 5))
+    torch.library.opcheck(torch.ops.robustops._spp_mean_backward.default, (g, levels, 7, 5))
+
+    for mode in ("max", "mean"):
+        def f(t, mode=mode):
+            return spatial_pyramid_pool(t, (1, 2, 4), mode).square().sum(1)
+
+        compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+        xg = x.clone().requires_grad_()
+        got = compiled(xg)
+        assert_close(got, f(x), rtol=0, atol=0)
+        (g1,) = torch.autograd.grad(got.sum(), xg)
+        (g2,) = torch.autograd.grad(f(xg).sum(), xg)
+        assert_close(g1, g2, rtol=0, atol=0)
+
+
+def test_spp_fallback_gives_the_same_numbers_and_warns_once(monkeypatch):
+    x = _randn(2, 3, 9, 6)
+    expected = {m: spatial_pyramid_pool(x, (1, 2, 4), m) for m in ("max", "mean")}
+    monkeypatch.setattr(spp_ops, "_KERNELS", {"spp_max": frozenset(), "spp_mean": frozenset()})
+    monkeypatch.setattr(_extension, "_WARNED", set())
+    for m in ("max", "mean"):
+        with pytest.warns(robustops.FallbackWarning, match=f"robustops.ops.spp_{m}: no compiled kernel"):
+            out = spatial_pyramid_pool(x, (1, 2, 4), m)
+        assert_close(out, expected[m], rtol=1e-12, atol=1e-14)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            spatial_pyramid_pool(x, (1, 2, 4), m)
+
+
+def test_spp_bad_input():
+    x = _randn(2, 3, 5, 6)
+    op = "robustops.ops.spatial_pyramid_pool"
+    with pytest.raises(ValueError, match=f"{op}: argument 'x' has 3x6 planes, smaller than the largest "
+                                         "pyramid level 4"):
+        spatial_pyramid_pool(x[:, :, :3])
+    with pytest.raises(ValueError, match="argument 'x' has 5x2 planes"):
+        spatial_pyramid_pool(x[..., :2], (1, 3))
+    for levels in (0, (1, 0), (2, -1), (), [], tuple(range(1, 10)), (1.0, 2), (2, "4")):
+        with pytest.raises(ValueError, match=f"{op}: argument 'levels' must be 1 to 8 positive ints"):
+            spatial_pyramid_pool(x, levels)
+    spatial_pyramid_pool(x, tuple(range(1, 6)) + (1, 1, 1))  # 8 levels is the most
+    with pytest.raises(ValueError, match=f"{op}: argument 'mode' must be 'max' or 'mean'"):
+        spatial_pyramid_pool(x, mode="avg")
+    with pytest.raises(ValueError, match=r"argument 'x' must have shape \[B, C, H, W\]"):
+        spatial_pyramid_pool(x[0])
+    with pytest.raises(ValueError, match=r"argument 'x' must have shape \[B, C, H, W\]"):
+        spatial_pyramid_pool(x.unsqueeze(2))
+    with pytest.raises(TypeError, match="argument 'x' must be a floating-point tensor"):
+        spatial_pyramid_pool(x.long())
+    with pytest.raises(TypeError, match="argument 'x' must be a Tensor"):
+        spatial_pyramid_pool(x.tolist())
+    # the modules
+    with pytest.raises(ValueError, match="SpatialPyramidPool: argument 'levels' must be 1 to 8 positive ints"):
+        SpatialPyramidPool((1, 0))
+    with pytest.raises(ValueError, match="SpatialPyramidPool: argument 'levels'"):
+        SpatialPyramidPool(())
+    with pytest.raises(ValueError, match="SpatialPyramidPool: argument 'mode'"):
+        SpatialPyramidPool(mode="min")
+    with pytest.raises(ValueError, match="SpatialPyramidPool: argument 'levels' must be 1 to 8"):
+        SpatialPyramidPool(tuple(range(1, 10)))  # caught when built
+    with pytest.raises(ValueError, match="argument 'x' has 3x6 planes"):
+        SpatialPyramidPool()(x[:, :, :3])
+    # the ops themselves check too, naming the argument
+    with pytest.raises(RuntimeError, match="robustops::spp_max: argument 'levels' must be positive"):
+        torch.ops.robustops.spp_max(x, [1, 0])
+    with pytest.raises(RuntimeError, match="robustops::spp_mean: argument 'levels' must hold 1 to 8"):
+        torch.ops.robustops.spp_mean(x, [])
+    with pytest.raises(RuntimeError, match="robustops::spp_mean: argument 'levels' must hold 1 to 8"):
+        torch.ops.robustops.spp_mean(x, list(range(1, 10)))
+    with pytest.raises(RuntimeError, match="robustops::spp_max: argument 'x' has 5x6 planes"):
+        torch.ops.robustops.spp_max(x, [1, 6])
+    with pytest.raises(RuntimeError, match="robustops::spp_mean: argument 'x' must have shape"):
+        torch.ops.robustops.spp_mean(x[0], [1])
+    out, idx = torch.ops.robustops.spp_max(x, [1, 2])
+    with pytest.raises(RuntimeError, match="_spp_max_backward: argument 'indices' must be an int64 tensor"):
+        torch.ops.robustops._spp_max_backward(out, idx.int(), [1, 2], 5, 6)
+    with pytest.raises(RuntimeError, match="_spp_mean_backward: argument 'grad' must have shape"):
+        torch.ops.robustops._spp_mean_backward(out[:, :7], [1, 2], 5, 6)
+
+
+# ---------------------------------------------------------------------------------
+# P4SpatialPyramidPool
+
+
+def _orbit_reference(y, levels, mode):
+    """Rotation pool, then per level an adaptive pool and a pool over each orbit of
+    bins {(i, j), (n-1-j, i), (n-1-i, n-1-j), (j, n-1-i)}, orbits in row-major order
+    of their first bin."""
+    r = y.amax(2) if mode == "max" else y.mean(2)
+    out = []
+    for n in levels:
+        p = (F.adaptive_max_pool2d if mode == "max" else F.adaptive_avg_pool2d)(r, n)
+        seen, feats = set(), []
+        for i in range(n):
+            for j in range(n):
+                if (i, j) in seen:
+                    continue
+                orbit = {(i, j), (n - 1 - j, i), (n - 1 - i, n - 1 - j), (j, n - 1 - i)}
+                seen |= orbit
+                vals = torch.stack([p[:, :, a, b] for a, b in sorted(orbit)], -1)
+                feats.append(vals.amax(-1) if mode == "max" else vals.mean(-1))
+        out.append(torch.stack(feats, -1).flatten(1))  # [B, C, orbits] -> channel-major
+    return torch.cat(out, 1)
+
+
+@pytest.mark.parametrize("mode", ["max", "mean"])
+@pytest.mark.parametrize("side", [8, 7, 4, 9])
+def test_p4_spp_is_rotation_invariant(side, mode):
+    y = _randn(2, 3, 4, side, side, seed=side)
+    for levels in ((1, 2, 4), (3, 1), (4, 3, 2)):
+        head = P4SpatialPyramidPool(levels, mode)
+        out = head(y)
+        assert out.shape == (2, head.output_size(3))
+        for k in range(4):
+            assert_close(head(grot(y, k)), out, rtol=0, atol=1e-12)
+            # the rotation axis alone, and the plane alone, are absorbed too
+            assert_close(head(torch.roll(y, k, dims=2)), out, rtol=0, atol=1e-12)
+            assert_close(head(torch.rot90(y, k, dims=(3, 4))), out, rtol=0, atol=1e-12)
+    # a plain SPP is not invariant (the contrast: bins permute under rotation)
+    plain = spatial_pyramid_pool(y.amax(2) if mode == "max" else y.mean(2), (1, 2, 4), mode)
+    rotated = spatial_pyramid_pool(torch.rot90(y, 1, dims=(3, 4)).amax(2) if mode == "max"
+                                   else torch.rot90(y, 1, dims=(3, 4)).mean(2), (1, 2, 4), mode)
+    assert (plain - rotated).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", ["max", "mean"])
+def test_p4_spp_against_reference(mode, device):
+    for levels, side in (((1, 2, 4), 8), ((1, 2, 4), 7), ((3,), 5), ((4, 1, 3, 2), 9), ((5, 2), 12)):
+        y = _randn(2, 3, 4, side, side, seed=side, device=device)
+        head = P4SpatialPyramidPool(levels, mode).to(device)
+        out = head(y)
+        want = _orbit_reference(y, levels, mode)
+        assert out.shape == want.shape == (2, head.output_size(3))
+        assert_close(out, want, rtol=1e-12, atol=1e-12)
+    # features per channel: n^2 / 4 (n even), (n^2 + 3) / 4 (n odd)
+    assert P4SpatialPyramidPool((1, 2, 4)).output_size(1) == 1 + 1 + 4
+    assert P4SpatialPyramidPool((3, 5)).output_size(2) == 2 * (3 + 7)
+    # and the gradient
+    y = _randn(1, 2, 4, 6, 6, seed=3).requires_grad_()
+    if mode == "mean":
+        assert torch.autograd.gradcheck(P4SpatialPyramidPool((1, 2, 3), mode), (y,))
+    else:
+        distinct = (torch.randperm(y.numel(), generator=torch.Generator().manual_seed(0)).to(F64) / y.numel())
+        assert torch.autograd.gradcheck(P4SpatialPyramidPool((1, 2, 3), mode), (distinct.view_as(y).requires_grad_(),))
+
+
+def test_p4_spp_bad_input():
+    head = P4SpatialPyramidPool()
+    with pytest.raises(ValueError, match="P4SpatialPyramidPool: rotation invariance needs square planes, got 8x9"):
+        head(_randn(1, 2, 4, 8, 9))
+    with pytest.raises(ValueError, match=r"P4SpatialPyramidPool: the input must be a p4 feature map"):
+        head(_randn(1, 2, 8, 8))
+    with pytest.raises(ValueError, match=r"P4SpatialPyramidPool: the input must be a p4 feature map"):
+        head(_randn(1, 2, 2, 8, 8))
+    with pytest.raises(ValueError, match="argument 'x' has 3x3 planes"):
+        head(_randn(1, 2, 4, 3, 3))
+    with pytest.raises(ValueError, match="P4SpatialPyramidPool: argument 'levels' must be 1 to 8 positive ints"):
+        P4SpatialPyramidPool((2, -1))
+    with pytest.raises(ValueError, match="P4SpatialPyramidPool: argument 'mode'"):
+        P4SpatialPyramidPool(mode="sum")
+    assert set(head.state_dict().keys()) == set()  # the orbit tables are not persistent
