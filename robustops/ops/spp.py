@@ -6,9 +6,10 @@ T = sum of n^2 over the levels; level n pools n x n bins with the edges of adapt
 pooling (bin i spans [floor(i H / n), ceil((i + 1) H / n))), and the output is laid out
 as torch.cat([adaptive_pool(x, n).flatten(1) for n in levels], 1). max takes the
 first maximum of a bin (NaN wins, as adaptive_max_pool2d); mean its average. The
-kernels (csrc/cpu/spp.cpp, csrc/cuda/spp.cu) pool each plane for all levels at once,
-and their backward passes are gathers (deterministic); second-order gradients work
-(each backward's adjoint is the forward's gather). Falls back to
+kernels (csrc/cpu/spp.cpp, csrc/cuda/spp.cu) read the feature map once for all levels
+(on the CPU, 16 planes at a time in vector lanes), and their backward passes are
+deterministic (a gather on CUDA, a scatter by one thread per plane on the CPU);
+second-order gradients work (each backward's adjoint is the forward's gather). Falls back to
 robustops.reference.spp, with one FallbackWarning, when no compiled kernel is
 available.
 """

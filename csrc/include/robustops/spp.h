@@ -9,8 +9,10 @@
 //
 // max: the first maximum of each bin, NaN winning (as adaptive_max_pool2d), with its
 // flat index y * W + x in the plane saved for the backward. mean: the bin's sum over
-// its area. Both backward passes are gathers over the input: each element sums the
-// gradients of the (at most 2 x 2 per level) bins that hold it, in a fixed order.
+// its area. On CUDA both backward passes are gathers over the input (gather_grad):
+// each element sums the gradients of the (at most 2 x 2 per level) bins that hold
+// it, in a fixed order, without atomics; the CPU scatters per plane, one thread a
+// plane, which is deterministic too.
 #pragma once
 
 #include <c10/macros/Macros.h>
