@@ -1,0 +1,354 @@
+"""Adversarial attacks for evaluating robustness: batched, for any model, on inputs in
+[0, 1], with a call convention close to torchattacks':
+
+    attack = robustops.attacks.FGSM(model, eps=0.1)
+    x_adv = attack(x, y)              # the adversarial batch
+    result = attack.evaluate(x, y)    # x_adv, success per sample, success rate, ...
+
+Every attack puts the model (all its submodules) in eval mode while it runs and
+restores each submodule's mode afterwards, never writes to the caller's input, and
+leaves the parameters and their ``.grad`` untouched (gradients are taken with respect
+to the input only).
+
+Attacks
+    FGSM            fast gradient sign (Goodfellow et al. 2015), untargeted:
+                    x + eps sign(grad_x L(f(x), y))
+    FGSMaxL1        the SAF paper's variant (Zhao & Griffin, eq. 10): for each image the
+                    gradient of the loss towards each wrong class j, grad_x L(f(x), j);
+                    keep the one with the largest L1 norm and step by ``beta`` against
+                    its sign (towards that class)
+    HotCold         hot/cold with one hot class (HC1, Rozsa et al. 2016): the hot class
+                    is the closest-scoring wrong class; move along the gradient of
+                    z_hot - z_y (raising the hot class, lowering the original one) with
+                    a line search for the smallest step that flips the label, pixels
+                    kept in [0, 1]
+    CommitteeExample  the adversarial committee paper's training example
+                    X + eps sign(g(X)) + c g(X + eps sign(g(X))), g = grad_x L
+    PGD             projected gradient descent in the L-inf ball (Madry et al. 2018),
+                    with a random start: the strong baseline
+
+The loss (``loss_fn(output, target)``, default cross-entropy on logits) should return
+per-sample losses [B] (reduction "none"); pass the model's own loss for models whose
+outputs are not logits (robustops.nn.HybridLoss(reduction="none") for the RBF nets).
+
+Success (``evaluate``): counted over the samples the model classifies correctly; a
+sample succeeds when its adversarial prediction differs from the label. Samples whose
+input gradient is all zero cannot be attacked by a gradient-sign step and count as
+failures (as the BANG paper counts them); ``AttackResult.zero_gradient`` says which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Attack", "AttackResult", "FGSM", "FGSMaxL1", "HotCold", "CommitteeExample", "PGD", "eval_mode"]
+
+Loss = Callable[[Tensor, Tensor], Tensor]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Every submodule in eval mode inside, each one's own mode restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _per_sample_loss(loss_fn: Loss, out: Tensor, target: Tensor) -> Tensor:
+    """The sum of the per-sample losses, whose gradient with respect to the batch is
+    every sample's own gradient (the samples of a model in eval mode do not
+    interact). A loss_fn that returns a scalar is used as it is (a mean then scales
+    the gradients by 1 / B: only the sign attacks are indifferent to that)."""
+    value = loss_fn(out, target)
+    return value.sum() if value.dim() > 0 else value
+
+
+def _default_loss(out: Tensor, target: Tensor) -> Tensor:
+    return F.cross_entropy(out, target, reduction="none")
+
+
+@dataclass
+class AttackResult:
+    """What an attack did to a batch. Per-sample tensors are on the CPU."""
+
+    attack: str
+    x_adv: Tensor
+    correct: Tensor          # the model classified x correctly
+    success: Tensor          # correct, and the adversarial prediction differs from y
+    zero_gradient: Tensor    # the input gradient was all zero (counted as failure)
+    linf: Tensor
+    l2: Tensor
+    extra: Dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """Successes over the correctly classified samples (NaN when there are none)."""
+        n = int(self.correct.sum())
+        return float(self.success.sum()) / n if n else math.nan
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.correct.float().mean()) if self.correct.numel() else math.nan
+
+    @property
+    def adversarial_accuracy(self) -> float:
+        """Accuracy on x_adv over all samples (a misclassified x stays an error)."""
+        return float((self.correct & ~self.success).float().mean()) if self.correct.numel() else math.nan
+
+    def __str__(self) -> str:
+        rows = [("attack", self.attack), ("samples", str(self.correct.numel())),
+                ("clean accuracy", f"{self.clean_accuracy:.4f}"),
+                ("success rate", f"{self.success_rate:.4f}"),
+                ("adversarial accuracy", f"{self.adversarial_accuracy:.4f}"),
+                ("zero gradients", str(int(self.zero_gradient.sum()))),
+                ("mean L-inf (successes)", _mean_str(self.linf, self.success)),
+                ("mean L2 (successes)", _mean_str(self.l2, self.success))]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _mean_str(values: Tensor, mask: Tensor) -> str:
+    return f"{float(values[mask].mean()):.4f}" if bool(mask.any()) else "-"
+
+
+class Attack:
+    """The base of the attacks: checks, eval mode, no writes to the input, evaluate().
+
+    Subclasses implement ``_perturb(x, y) -> x_adv`` on a detached copy of x and may
+    set ``self._zero_gradient`` (a bool tensor [B]) for the batch."""
+
+    def __init__(self, model: nn.Module, loss_fn: Optional[Loss] = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{type(self).__name__}: argument 'model' must be an nn.Module, got "
+                            f"{type(model).__name__}")
+        self.model = model
+        self.loss_fn = loss_fn if loss_fn is not None else _default_loss
+        self._zero_gradient: Optional[Tensor] = None
+
+    def _check(self, x: Tensor, y: Tensor) -> None:
+        name = type(self).__name__
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"{name}: argument 'x' must be a floating-point tensor")
+        if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != x.shape[:1]:
+            raise ValueError(f"{name}: argument 'y' must be an int64 tensor of shape [{x.shape[0]}] "
+                             f"(one label per sample of x)")
+        if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise ValueError(f"{name}: argument 'x' must hold values in [0, 1] (normalization belongs "
+                             f"inside the model), got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        self._check(x, y)
+        with eval_mode(self.model), torch.enable_grad():
+            self._zero_gradient = None
+            return self._perturb(x.detach().clone(), y.detach()).detach()
+
+    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _input_gradient(self, x: Tensor, target: Tensor, sign: float = 1.0) -> Tensor:
+        """grad_x of sign * (the summed loss of f(x) against target)."""
+        x = x.detach().requires_grad_(True)
+        loss = _per_sample_loss(self.loss_fn, self.model(x), target) * sign
+        (g,) = torch.autograd.grad(loss, x)
+        return g
+
+    @torch.no_grad()
+    def _predict(self, x: Tensor) -> Tensor:
+        return self.model(x).argmax(1)
+
+    def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
+        """Run the attack on (x, y) and score it (see the module docstring)."""
+        x_adv = self(x, y)
+        with eval_mode(self.model):
+            correct = self._predict(x) == y
+            flipped = self._predict(x_adv) != y
+        zero = self._zero_gradient if self._zero_gradient is not None else torch.zeros_like(correct)
+        success = correct & flipped & ~zero
+        delta = (x_adv - x).flatten(1)
+        return AttackResult(type(self).__name__, x_adv, correct.cpu(), success.cpu(), zero.cpu(),
+                            delta.abs().amax(1).cpu() if delta.shape[1] else delta.new_zeros(len(x)).cpu(),
+                            delta.norm(dim=1).cpu())
+
+
+def _positive(name: str, cls: str, value: float, allow_zero: bool = True) -> float:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{cls}: argument '{name}' must be a finite number {'>=' if allow_zero else '>'} 0, "
+                         f"got {value!r}")
+    return float(value)
+
+
+def _all_zero(g: Tensor) -> Tensor:
+    return (g.flatten(1) == 0).all(1)
+
+
+class FGSM(Attack):
+    """Fast gradient sign, untargeted: clamp(x + eps sign(grad_x L(f(x), y)), 0, 1)."""
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, loss_fn: Optional[Loss] = None):
+        super().__init__(model, loss_fn)
+        self.eps = _positive("eps", "FGSM", eps)
+
+    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        g = self._input_gradient(x, y)
+        self._zero_gradient = _all_zero(g)
+        return (x + self.eps * g.sign()).clamp(0, 1)
+
+
+class FGSMaxL1(Attack):
+    """The SAF paper's fast gradient sign (eq. 10): for every wrong class j the gradient
+    g_j = grad_x L(f(x), j); the one with the largest L1 norm is kept, and the image
+    steps by ``beta`` against its sign, towards that class: clamp(x - beta sign(g_j*)).
+    One backward pass per class (K in all), each batched over the samples; the chosen
+    class is in ``evaluate(...).extra["target"]``."""
+
+    def __init__(self, model: nn.Module, beta: float = 0.1, loss_fn: Optional[Loss] = None):
+        super().__init__(model, loss_fn)
+        self.beta = _positive("beta", "FGSMaxL1", beta)
+        self._target: Optional[Tensor] = None
+
+    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        with torch.no_grad():
+            classes = self.model(x).shape[1]
+        best = torch.full((x.shape[0],), -1.0, dtype=torch.float64, device=x.device)
+        grad = torch.zeros_like(x)
+        target = y.clone()
+        for j in range(classes):
+            tj = torch.full_like(y, j)
+            g = self._input_gradient(x, tj)
+            norm = g.flatten(1).abs().sum(1).double()
+            norm = torch.where(y == j, torch.full_like(norm, -1.0), norm)   # wrong classes only
+            better = norm > best
+            best = torch.where(better, norm, best)
+            grad = torch.where(better.view((-1,) + (1,) * (x.dim() - 1)), g, grad)
+            target = torch.where(better, tj, target)
+        self._zero_gradient = best <= 0
+        self._target = target
+        return (x - self.beta * grad.sign()).clamp(0, 1)
+
+    def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
+        result = super().evaluate(x, y)
+        result.extra["target"] = self._target.cpu()
+        return result
+
+
+class HotCold(Attack):
+    """Hot/cold with one hot class (HC1, Rozsa et al. 2016). The hot class is the
+    closest-scoring wrong class (the largest wrong logit); the direction d = grad_x
+    (z_hot - z_y), normalized to unit L-inf norm, raises the hot class and lowers the
+    original one. A line search finds, per image, the smallest step s in (0,
+    ``max_step``] for which clamp(x + s d, 0, 1) is no longer classified y: a grid of
+    ``grid`` steps, then ``refine`` bisections between the last step that did not flip
+    and the first that did. Images that no step flips are failures and are returned
+    unchanged. ``evaluate(...).extra`` has the "step" (0 on failure) and "hot" class."""
+
+    def __init__(self, model: nn.Module, max_step: float = 1.0, grid: int = 32, refine: int = 10):
+        super().__init__(model, None)
+        self.max_step = _positive("max_step", "HotCold", max_step, allow_zero=False)
+        if not (isinstance(grid, int) and grid >= 1 and isinstance(refine, int) and refine >= 0):
+            raise ValueError(f"HotCold: 'grid' must be an int >= 1 and 'refine' an int >= 0, got {grid}, {refine}")
+        self.grid, self.refine = grid, refine
+        self._step: Optional[Tensor] = None
+        self._hot: Optional[Tensor] = None
+
+    def _flips(self, x: Tensor, d: Tensor, step: Tensor, y: Tensor) -> Tensor:
+        view = (-1,) + (1,) * (x.dim() - 1)
+        return self._predict((x + step.view(view) * d).clamp(0, 1)) != y
+
+    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        xg = x.detach().requires_grad_(True)
+        z = self.model(xg)
+        wrong = z.detach().clone()
+        wrong.scatter_(1, y[:, None], -math.inf)
+        hot = wrong.argmax(1)
+        (g,) = torch.autograd.grad((z.gather(1, hot[:, None]) - z.gather(1, y[:, None])).sum(), xg)
+        scale = g.flatten(1).abs().amax(1)
+        self._zero_gradient = scale == 0
+        d = g / scale.clamp_min(torch.finfo(g.dtype).tiny).view((-1,) + (1,) * (x.dim() - 1))
+        n = x.shape[0]
+        found = torch.zeros(n, dtype=torch.bool, device=x.device)
+        hi = torch.zeros(n, dtype=x.dtype, device=x.device)
+        lo = torch.zeros_like(hi)
+        for k in range(1, self.grid + 1):
+            s = torch.full_like(hi, self.max_step * k / self.grid)
+            flips = self._flips(x, d, s, y) & ~found & ~self._zero_gradient
+            hi = torch.where(flips, s, hi)
+            lo = torch.where(flips, s - self.max_step / self.grid, lo)
+            found |= flips
+            if bool(found.all()):
+                break
+        for _ in range(self.refine):
+            mid = (lo + hi) / 2
+            flips = self._flips(x, d, mid, y)
+            hi = torch.where(found & flips, mid, hi)
+            lo = torch.where(found & ~flips, mid, lo)
+        self._step = torch.where(found, hi, torch.zeros_like(hi))
+        self._hot = hot
+        return (x + self._step.view((-1,) + (1,) * (x.dim() - 1)) * d).clamp(0, 1)
+
+    def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
+        result = super().evaluate(x, y)
+        result.extra["step"] = self._step.cpu()
+        result.extra["hot"] = self._hot.cpu()
+        return result
+
+
+class CommitteeExample(Attack):
+    """The adversarial committee paper's training example:
+    X + eps sign(g(X)) + c g(X + eps sign(g(X))), g = grad_x L(f(.), y), clamped to
+    [0, 1] (the intermediate point too)."""
+
+    def __init__(self, model: nn.Module, eps: float = 0.1, c: float = 1.0, loss_fn: Optional[Loss] = None):
+        super().__init__(model, loss_fn)
+        self.eps = _positive("eps", "CommitteeExample", eps)
+        self.c = _positive("c", "CommitteeExample", c)
+
+    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        g = self._input_gradient(x, y)
+        self._zero_gradient = _all_zero(g)
+        x1 = (x + self.eps * g.sign()).clamp(0, 1)
+        return (x1 + self.c * self._input_gradient(x1, y)).clamp(0, 1)
+
+
+class PGD(Attack):
+    """Projected gradient descent in the L-inf ball of radius ``eps``: from a uniform
+    random start in the ball (``random_start``, seeded by ``seed``), ``steps`` steps of
+    x + alpha sign(grad_x L), each projected onto the ball and [0, 1]."""
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
+                 random_start: bool = True, seed: Optional[int] = 0, loss_fn: Optional[Loss] = None):
+        super().__init__(model, loss_fn)
+        self.eps = _positive("eps", "PGD", eps)
+        self.alpha = _positive("alpha", "PGD", alpha)
+        if not (isinstance(steps, int) and steps >= 0):
+            raise ValueError(f"PGD: argument 'steps' must be an int >= 0, got {steps!r}")
+        self.steps, self.random_start, self.seed = steps, random_start, seed
+
+    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        x_adv = x
+        if self.random_start:
+            gen = torch.Generator(device=x.device)
+            if self.seed is not None:
+                gen.manual_seed(self.seed)
+            else:
+                gen.seed()
+            noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+            x_adv = (x + (2 * noise - 1) * self.eps).clamp(0, 1)
+        zero = None
+        for _ in range(self.steps):
+            g = self._input_gradient(x_adv, y)
+            zero = _all_zero(g) if zero is None else zero
+            x_adv = x_adv + self.alpha * g.sign()
+            x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
+        self._zero_gradient = zero
+        return x_adv
