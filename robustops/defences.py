@@ -1,0 +1,276 @@
+"""Defences and robust training methods of the papers robustops implements:
+
+    fit(model, loader, optimizer, epochs, loss=...)   a plain training loop (tqdm)
+    adversarial_loss(model, x, y, attack)             FGS adversarial training
+                                                      (Goodfellow et al.): alpha CE(x) +
+                                                      (1 - alpha) CE(x_adv)
+    Committee, train_committee(...)                   the adversarial committee: a model
+                                                      trained on natural data, then in
+                                                      stages on its own adversarial
+                                                      examples, each stage's snapshot a
+                                                      member; prediction = the members'
+                                                      average probability
+    with_dropout(model, {"name": p})                  dropout after the named layers (the
+                                                      committee paper's per-layer table)
+    LowPassNoise(sigma, noise)                        preprocessing: Gaussian low-pass
+                                                      filter, then noise injection
+    DenoisingAutoencoder, train_denoiser(...)         784-1000-500-250-30-250-500-1000-784,
+                                                      trained with input dropout, as
+                                                      preprocessing (Preprocessed)
+    mean_training_batch(...), random_training_batch(...)
+                                                      the SAF paper's mean training (noisy
+                                                      copies of the training mean labelled
+                                                      as nonsense, an extra output) and
+                                                      random training (noise of size delta
+                                                      on a fraction of the data)
+
+Inputs are images in [0, 1]; everything here keeps them there.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustops.attacks import Attack, CommitteeExample, eval_mode
+
+__all__ = ["fit", "adversarial_loss", "Committee", "train_committee", "with_dropout", "LowPassNoise",
+           "DenoisingAutoencoder", "train_denoiser", "Preprocessed", "mean_training_batch",
+           "random_training_batch"]
+
+Batch = Tuple[Tensor, Tensor]
+
+
+def _progress(iterable, desc: str, progress: Optional[bool], total: Optional[int] = None):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False,
+                disable=None if progress is None else not progress)
+
+
+def fit(model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, epochs: int = 1,
+        loss: Optional[Callable[[nn.Module, Tensor, Tensor], Tensor]] = None, device=None,
+        progress: Optional[bool] = None) -> List[float]:
+    """Train ``model`` for ``epochs`` over ``loader`` (batches (x, y)) with
+    ``loss(model, x, y)`` (default: cross-entropy of model(x)); returns the mean loss
+    of every epoch. The model is left in train mode."""
+    if not (isinstance(epochs, int) and epochs >= 0):
+        raise ValueError(f"robustops.defences.fit: argument 'epochs' must be an int >= 0, got {epochs!r}")
+    loss = loss if loss is not None else (lambda m, x, y: F.cross_entropy(m(x), y))
+    history = []
+    for epoch in _progress(range(epochs), "epochs", progress, epochs):
+        model.train()
+        total, count = 0.0, 0
+        for x, y in loader:
+            if device is not None:
+                x, y = x.to(device), y.to(device)
+            value = loss(model, x, y)
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            total += float(value.detach()) * len(x)
+            count += len(x)
+        history.append(total / count if count else math.nan)
+    return history
+
+
+def adversarial_loss(model: nn.Module, x: Tensor, y: Tensor, attack: Attack, alpha: float = 0.5,
+                     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy) -> Tensor:
+    """alpha loss(model(x), y) + (1 - alpha) loss(model(x_adv), y), x_adv = attack(x, y)
+    made from the model as it is now (FGS adversarial training: ``attack =
+    robustops.attacks.FGSM(model, eps)``). The attack runs in eval mode and leaves the
+    model's mode as it was (train mode for the two forward passes here)."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"robustops.defences.adversarial_loss: argument 'alpha' must be in [0, 1], got {alpha}")
+    x_adv = attack(x, y)
+    clean = loss_fn(model(x), y) if alpha > 0 else x.new_zeros(())
+    adv = loss_fn(model(x_adv), y) if alpha < 1 else x.new_zeros(())
+    return alpha * clean + (1 - alpha) * adv
+
+
+class Committee(nn.Module):
+    """The members' average: the mean of their softmax probabilities (``output``
+    "probs", the default) or of their outputs as they are ("mean")."""
+
+    def __init__(self, members: Sequence[nn.Module], output: str = "probs"):
+        super().__init__()
+        if not members:
+            raise ValueError("robustops.defences.Committee: argument 'members' must not be empty")
+        if output not in ("probs", "mean"):
+            raise ValueError(f"robustops.defences.Committee: argument 'output' must be 'probs' or 'mean', got {output!r}")
+        self.members = nn.ModuleList(members)
+        self.output = output
+
+    def forward(self, x: Tensor) -> Tensor:
+        outs = [m(x) for m in self.members]
+        if self.output == "probs":
+            outs = [o.softmax(1) for o in outs]
+        return torch.stack(outs).mean(0)
+
+
+def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer],
+                    stages: int = 3, epochs: int = 1, attack_factory: Callable[[nn.Module], Attack] = None,
+                    natural_epochs: Optional[int] = None, device=None,
+                    progress: Optional[bool] = None) -> Committee:
+    """The adversarial committee: train ``model`` on natural data (``natural_epochs``,
+    default ``epochs``), snapshot it as the first member; then ``stages`` times: train
+    for ``epochs`` on the adversarial examples of the model as it is at the start of
+    each batch (``attack_factory(model)``, default the committee example
+    CommitteeExample(model, eps=0.1, c=1.0)), and snapshot it as the next member.
+    Returns the Committee of the ``stages + 1`` snapshots (deep copies, in eval mode)."""
+    if not (isinstance(stages, int) and stages >= 0):
+        raise ValueError(f"robustops.defences.train_committee: argument 'stages' must be an int >= 0, got {stages!r}")
+    attack_factory = attack_factory if attack_factory is not None else (lambda m: CommitteeExample(m, 0.1, 1.0))
+    optimizer = optimizer_factory(model)
+    fit(model, loader, optimizer, natural_epochs if natural_epochs is not None else epochs, device=device,
+        progress=progress)
+    members = [copy.deepcopy(model).eval()]
+    attack = attack_factory(model)
+    for _ in _progress(range(stages), "committee stages", progress, stages):
+        fit(model, loader, optimizer, epochs, device=device, progress=False,
+            loss=lambda m, x, y: F.cross_entropy(m(attack(x, y)), y))
+        members.append(copy.deepcopy(model).eval())
+    return Committee(members)
+
+
+def with_dropout(model: nn.Module, rates: Dict[str, float]) -> nn.Module:
+    """Dropout (rate p) after each named submodule (names as in model.named_modules()),
+    in place: the submodule is replaced by Sequential(submodule, Dropout(p)). For
+    the committee paper's per-layer dropout configurations. Returns the model."""
+    names = dict(model.named_modules())
+    for name, p in rates.items():
+        if name not in names or name == "":
+            raise ValueError(f"robustops.defences.with_dropout: no submodule named {name!r} "
+                             f"(have {[n for n in names if n]})")
+        if not 0 <= p < 1:
+            raise ValueError(f"robustops.defences.with_dropout: the rate of {name!r} must be in [0, 1), got {p}")
+        parent_name, _, child = name.rpartition(".")
+        parent = names[parent_name]
+        setattr(parent, child, nn.Sequential(names[name], nn.Dropout(p)))
+    return model
+
+
+class LowPassNoise(nn.Module):
+    """Preprocessing: a Gaussian low-pass filter (standard deviation ``sigma`` pixels,
+    kernel 2 ceil(3 sigma) + 1, reflect padding, per channel), then additive Gaussian
+    noise of standard deviation ``noise`` (in training and in eval mode: it is part of
+    the defence), clamped to [0, 1]. ``sigma`` = 0 skips the filter."""
+
+    def __init__(self, sigma: float = 1.0, noise: float = 0.05):
+        super().__init__()
+        if not (sigma >= 0 and noise >= 0):
+            raise ValueError(f"robustops.defences.LowPassNoise: 'sigma' and 'noise' must be >= 0, got {sigma}, {noise}")
+        self.sigma, self.noise = float(sigma), float(noise)
+        if self.sigma > 0:
+            radius = int(math.ceil(3 * self.sigma))
+            t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+            k = torch.exp(-t * t / (2 * self.sigma ** 2))
+            self.register_buffer("kernel", (k / k.sum()).float(), persistent=False)
+        else:
+            self.kernel = None
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, noise={self.noise}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"LowPassNoise: the input must have shape [B, C, H, W], got {tuple(x.shape)}")
+        if self.kernel is not None:
+            c, r = x.shape[1], self.kernel.numel() // 2
+            k = self.kernel.to(x.dtype)
+            x = F.pad(x, (r, r, r, r), mode="reflect" if min(x.shape[2:]) > r else "replicate")
+            x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+            x = F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        if self.noise > 0:
+            x = x + self.noise * torch.randn_like(x)
+        return x.clamp(0, 1)
+
+
+class DenoisingAutoencoder(nn.Module):
+    """The denoising autoencoder of the committee paper: 784-1000-500-250-30-250-500-
+    1000-784 (``sizes``: the encoder's widths from the input), sigmoid between the
+    layers and at the output (images in [0, 1]), the code layer linear. Takes
+    [B, C, H, W] images with C H W = sizes[0] and returns the same shape."""
+
+    def __init__(self, sizes: Sequence[int] = (784, 1000, 500, 250, 30)):
+        super().__init__()
+        sizes = list(sizes)
+        if len(sizes) < 2 or any(not (isinstance(s, int) and s >= 1) for s in sizes):
+            raise ValueError(f"DenoisingAutoencoder: argument 'sizes' must be >= 2 positive ints, got {sizes}")
+        enc, dec = [], []
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+            enc.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                enc.append(nn.Sigmoid())
+        rev = sizes[::-1]
+        for a, b in zip(rev, rev[1:]):
+            dec += [nn.Linear(a, b), nn.Sigmoid()]
+        self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+        self.sizes = sizes
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x[0].numel() != self.sizes[0]:
+            raise ValueError(f"DenoisingAutoencoder: the input has {x[0].numel()} values per sample, expected "
+                             f"{self.sizes[0]}")
+        return self.decoder(self.encoder(x.flatten(1))).view_as(x)
+
+
+def train_denoiser(dae: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, epochs: int = 1,
+                   input_dropout: float = 0.2, device=None, progress: Optional[bool] = None) -> List[float]:
+    """Train the autoencoder to reconstruct clean images from images whose pixels
+    were dropped (set to 0) with probability ``input_dropout``: mean squared error.
+    Returns the mean loss of every epoch."""
+    if not 0 <= input_dropout < 1:
+        raise ValueError(f"robustops.defences.train_denoiser: 'input_dropout' must be in [0, 1), got {input_dropout}")
+
+    def loss(m, x, y):
+        keep = (torch.rand_like(x) >= input_dropout).to(x.dtype)
+        return F.mse_loss(m(x * keep), x)
+
+    return fit(dae, loader, optimizer, epochs, loss=loss, device=device, progress=progress)
+
+
+class Preprocessed(nn.Module):
+    """model(preprocess(x)): a preprocessing defence in front of a classifier."""
+
+    def __init__(self, preprocess: nn.Module, model: nn.Module):
+        super().__init__()
+        self.preprocess, self.model = preprocess, model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(self.preprocess(x))
+
+
+def mean_training_batch(x: Tensor, y: Tensor, mean: Tensor, n_nonsense: int, noise: float = 0.1,
+                        nonsense_label: int = -1, generator: Optional[torch.Generator] = None) -> Batch:
+    """The SAF paper's mean training: the batch plus ``n_nonsense`` noisy copies of the
+    training mean image (mean + noise N(0, 1), clamped to [0, 1]) labelled
+    ``nonsense_label`` (the index of the extra "nonsense" output the model must then
+    have; e.g. 10 for a 10-class model with 11 outputs)."""
+    if mean.shape != x.shape[1:]:
+        raise ValueError(f"robustops.defences.mean_training_batch: 'mean' must have shape {tuple(x.shape[1:])}, "
+                         f"got {tuple(mean.shape)}")
+    if nonsense_label < 0:
+        raise ValueError("robustops.defences.mean_training_batch: argument 'nonsense_label' must be the index of the "
+                         f"extra nonsense output, got {nonsense_label}")
+    fake = mean.expand((n_nonsense,) + tuple(mean.shape))
+    fake = (fake + noise * torch.randn(fake.shape, generator=generator, dtype=x.dtype, device=x.device)).clamp(0, 1)
+    return torch.cat([x, fake]), torch.cat([y, torch.full((n_nonsense,), nonsense_label, dtype=y.dtype, device=y.device)])
+
+
+def random_training_batch(x: Tensor, y: Tensor, delta: float = 0.1, fraction: float = 0.5,
+                          generator: Optional[torch.Generator] = None) -> Batch:
+    """The SAF paper's random training: uniform noise in [-delta, delta] added to a
+    random ``fraction`` of the batch (clamped to [0, 1]); labels unchanged."""
+    if not 0 <= fraction <= 1 or delta < 0:
+        raise ValueError(f"robustops.defences.random_training_batch: needs delta >= 0 and fraction in [0, 1], got "
+                         f"{delta}, {fraction}")
+    pick = torch.rand(x.shape[0], generator=generator, device=x.device) < fraction
+    noise = (torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) * 2 - 1) * delta
+    view = (-1,) + (1,) * (x.dim() - 1)
+    return (x + noise * pick.view(view).to(x.dtype)).clamp(0, 1), y

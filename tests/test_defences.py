@@ -1,0 +1,134 @@
+"""robustops.defences: the adversarial loss, the committee (average, training in
+stages, snapshots), dropout per layer, the low-pass-and-noise preprocessing, the
+denoising autoencoder, and the SAF paper's mean and random training batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.testing import assert_close
+
+from robustops import attacks, defences
+
+
+def _data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    proto = torch.rand(3, 1, 4, 4, generator=g)
+    y = torch.arange(n) % 3
+    x = (proto[y] + 0.05 * torch.randn(n, 1, 4, 4, generator=g)).clamp(0, 1)
+    return x, y
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 3))
+
+
+def test_adversarial_loss():
+    x, y = _data()
+    model = _net()
+    model.train()
+    atk = attacks.FGSM(model, eps=0.05)
+    assert_close(defences.adversarial_loss(model, x, y, atk, alpha=1.0), F.cross_entropy(model(x), y))
+    assert_close(defences.adversarial_loss(model, x, y, atk, alpha=0.0), F.cross_entropy(model(atk(x, y)), y))
+    mixed = defences.adversarial_loss(model, x, y, atk, alpha=0.3)
+    assert_close(mixed, 0.3 * F.cross_entropy(model(x), y) + 0.7 * F.cross_entropy(model(atk(x, y)), y))
+    assert model.training
+    with pytest.raises(ValueError, match="argument 'alpha'"):
+        defences.adversarial_loss(model, x, y, atk, alpha=1.5)
+
+
+def test_fit_trains():
+    x, y = _data()
+    model = _net()
+    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    history = defences.fit(model, loader, torch.optim.Adam(model.parameters(), 1e-2), epochs=30, progress=False)
+    assert len(history) == 30 and history[-1] < history[0] / 3
+    assert (model(x).argmax(1) == y).float().mean() == 1.0
+
+
+def test_committee_average_and_training_in_stages():
+    x, y = _data()
+    a, b = _net(0), _net(1)
+    committee = defences.Committee([a, b])
+    assert_close(committee(x), (a(x).softmax(1) + b(x).softmax(1)) / 2)
+    assert_close(defences.Committee([a, b], output="mean")(x), (a(x) + b(x)) / 2)
+    model = _net(2)
+    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    trained = defences.train_committee(model, loader, lambda m: torch.optim.Adam(m.parameters(), 1e-2), stages=2,
+                                       epochs=3, natural_epochs=20, progress=False)
+    assert len(trained.members) == 3
+    assert all(not m.training for m in trained.members)
+    w = [m[1].weight.detach().clone() for m in trained.members]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+    # snapshots are copies: training the model further leaves them as they were
+    with torch.no_grad():
+        model[1].weight.add_(1.0)
+    assert torch.equal(trained.members[2][1].weight, w[2])
+    assert (trained(x).argmax(1) == y).float().mean() > 0.9
+    with pytest.raises(ValueError, match="argument 'members'"):
+        defences.Committee([])
+
+
+def test_with_dropout():
+    model = _net()
+    defences.with_dropout(model, {"1": 0.3, "3": 0.1})
+    assert isinstance(model[1], nn.Sequential) and isinstance(model[1][1], nn.Dropout) and model[1][1].p == 0.3
+    assert model[3][1].p == 0.1
+    model.eval()
+    x, _ = _data(4)
+    assert model(x).shape == (4, 3)
+    with pytest.raises(ValueError, match="no submodule named 'fc9'"):
+        defences.with_dropout(model, {"fc9": 0.5})
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\)"):
+        defences.with_dropout(_net(), {"1": 1.0})
+
+
+def test_low_pass_noise():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 12, 12)
+    assert torch.equal(defences.LowPassNoise(0.0, 0.0)(x), x)
+    const = torch.full((1, 1, 9, 9), 0.4)
+    assert_close(defences.LowPassNoise(1.0, 0.0)(const), const)  # the kernel sums to 1
+    board = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2).float().view(1, 1, 16, 16)
+    blurred = defences.LowPassNoise(1.0, 0.0)(board)
+    assert blurred.std() < 0.05 * board.std()  # the checkerboard is high frequency
+    noisy = defences.LowPassNoise(0.0, 0.1)(torch.full((1, 1, 64, 64), 0.5))
+    assert abs(float(noisy.std()) - 0.1) < 0.01 and noisy.min() >= 0 and noisy.max() <= 1
+    with pytest.raises(ValueError, match="\\[B, C, H, W\\]"):
+        defences.LowPassNoise()(x[0])
+
+
+def test_denoising_autoencoder():
+    dae = defences.DenoisingAutoencoder()
+    assert [m.out_features for m in dae.encoder if isinstance(m, nn.Linear)] == [1000, 500, 250, 30]
+    assert [m.out_features for m in dae.decoder if isinstance(m, nn.Linear)] == [250, 500, 1000, 784]
+    out = dae(torch.rand(2, 1, 28, 28))
+    assert out.shape == (2, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
+    small = defences.DenoisingAutoencoder((16, 12, 6))
+    x, y = _data()
+    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    history = defences.train_denoiser(small, loader, torch.optim.Adam(small.parameters(), 1e-2), epochs=40,
+                                      input_dropout=0.2, progress=False)
+    assert history[-1] < history[0] / 2
+    pre = defences.Preprocessed(small.eval(), _net())
+    assert pre(x).shape == (64, 3)
+    with pytest.raises(ValueError, match="expected 784"):
+        dae(torch.rand(2, 1, 8, 8))
+
+
+def test_mean_and_random_training_batches():
+    x, y = _data(8)
+    g = torch.Generator().manual_seed(0)
+    xb, yb = defences.mean_training_batch(x, y, x.mean(0), 5, noise=0.1, nonsense_label=3, generator=g)
+    assert xb.shape == (13, 1, 4, 4) and yb.tolist() == y.tolist() + [3] * 5
+    assert torch.equal(xb[:8], x) and xb.min() >= 0 and xb.max() <= 1
+    assert (xb[8:] - x.mean(0)).abs().max() < 0.6
+    with pytest.raises(ValueError, match="'nonsense_label'"):
+        defences.mean_training_batch(x, y, x.mean(0), 5)
+    same, _ = defences.random_training_batch(x, y, delta=0.2, fraction=0.0, generator=g)
+    assert torch.equal(same, x)
+    moved, labels = defences.random_training_batch(x, y, delta=0.2, fraction=1.0, generator=g)
+    assert torch.equal(labels, y) and (moved - x).abs().max() <= 0.2 + 1e-7 and not torch.equal(moved, x)
