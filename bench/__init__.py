@@ -23,7 +23,7 @@ Layout:
     common.py  what every family shares: Case, StepCase and Target, timing (also
                interleaved), correctness and saved-memory checks, bandwidth limits,
                metadata, markdown and plot
-    <family>.py  one file per op family (saf, bang, interval, p4, spp): ``OPS``,
+    <family>.py  one file per op family (saf, bang, interval, p4, spp, attacks): ``OPS``,
                ``cases(config)``, ``TARGETS`` and optionally ``steps(config)``
 
 Adding a family: write bench/<family>.py with ``OPS`` (the op names),

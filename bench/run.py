@@ -52,7 +52,7 @@ from bench.common import (
 )
 
 # The op families, one module bench/<name>.py each (see bench/__init__.py).
-FAMILIES: tuple[str, ...] = ("saf", "bang", "interval", "p4", "spp")
+FAMILIES: tuple[str, ...] = ("saf", "bang", "interval", "p4", "spp", "attacks")
 
 # The THP comparison: float32 forward cases at this size (the largest size run
 # when it is not among them).
