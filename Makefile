@@ -25,7 +25,7 @@ install: $(STAMPS)/deps $(STAMPS)/build
 $(STAMPS)/deps: pyproject.toml
 	@mkdir -p $(STAMPS)
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q ninja numpy pytest pytest-xdist matplotlib setuptools wheel
+	$(PIP) install -q ninja numpy tqdm pytest pytest-xdist matplotlib setuptools wheel opencv-python-headless scikit-image
 	@touch $@
 
 $(STAMPS)/build: $(STAMPS)/deps $(SOURCES)
