@@ -114,3 +114,22 @@ def test_bad_input():
         curves.noise_curve(Threshold(), x, y, [-0.1])
     with pytest.raises(ValueError, match="argument 'y'"):
         curves.noise_curve(Threshold(), x, y[:2], [0.1])
+
+
+def test_rotated_accuracy():
+    from robustops.data import rotated
+
+    x = torch.rand(6, 1, 8, 8)
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+
+    class Corner(nn.Module):
+        """Class 1 when the top-left pixel is brighter than the bottom-right one."""
+
+        def forward(self, x):
+            s = (x[:, 0, 0, 0] - x[:, 0, -1, -1]) * 100
+            return torch.stack([-s, s], 1)
+
+    model = Corner()
+    xr, _ = rotated(x, mode="p4", seed=3)
+    expected = float((model(xr).argmax(1) == y).float().mean())
+    assert curves.rotated_accuracy(model, x, y, mode="p4", seed=3) == expected
