@@ -4,7 +4,6 @@ bad arguments."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -54,7 +53,6 @@ def test_toy_dtype_and_device(dtype, device):
 
 def test_logistic_regression_learns_toy():
     torch.manual_seed(0)
-    start = time.perf_counter()
     x, y = toy(n=512, size=8, classes=4, noise=0.1, seed=0)
     model = torch.nn.Linear(64, 4)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -66,7 +64,6 @@ def test_logistic_regression_learns_toy():
         optimizer.step()
     accuracy = (model(flat).argmax(1) == y).float().mean().item()
     assert accuracy > 0.9
-    assert time.perf_counter() - start < 5  # a fast test, with room for a loaded machine
 
 
 def test_loader_covers_every_sample_once():
