@@ -4,7 +4,6 @@ bad arguments."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
