@@ -1,0 +1,36 @@
+"""python -m robustops.experiments NAME [options] (and the `robustops` console script)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from robustops.experiments.common import EXPERIMENTS, Settings, run
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="robustops", description="Run one of robustops' experiments.")
+    parser.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_const", dest="scale", const="quick",
+                       help="a few minutes on a 2-core CPU (the default)")
+    scale.add_argument("--tiny", action="store_const", dest="scale", const="tiny", help="a few batches (tests)")
+    scale.add_argument("--full", action="store_const", dest="scale", const="full", help="the longer run")
+    parser.add_argument("--out", default="experiments_out", help="output directory (default: experiments_out)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-root", default=None, help="directory with MNIST / CIFAR files, where used")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    settings = Settings(scale=args.scale or "quick", seed=args.seed, out=args.out, data_root=args.data_root,
+                        device=args.device, progress=False if args.no_progress else None)
+    result = run(args.name, settings)
+    print(result.table)
+    print(f"\nwrote {settings.out}/{args.name}.md, .json" + (", .png" if result.plot else "")
+          + f" in {result.seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
