@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 # name -> module (robustops.experiments.<module>) with run(settings) -> ExperimentResult
-EXPERIMENTS: Dict[str, str] = {"symmetry": "symmetry"}
+EXPERIMENTS: Dict[str, str] = {"symmetry": "symmetry", "certified": "certified"}
 
 SCALES = ("tiny", "quick", "full")
 
