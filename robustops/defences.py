@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustops.attacks import Attack, CommitteeExample, eval_mode
+from robustops.attacks import Attack, CommitteeExample
 
 __all__ = ["fit", "adversarial_loss", "Committee", "train_committee", "with_dropout", "LowPassNoise",
            "DenoisingAutoencoder", "train_denoiser", "Preprocessed", "mean_training_batch",

@@ -354,7 +354,7 @@ def test_bad_images(name, args):
     with pytest.raises(ValueError, match=rf"^{name}: arguments '{a}' and '{b}' must have the same shape, "
                                          r"got \(1, 1, 8, 8\) and \(1, 1, 8, 9\)$"):
         fn(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))
-    with pytest.raises(ValueError, match=f"same shape, got \\(1, 8, 8\\) and \\(1, 1, 8, 8\\)"):
+    with pytest.raises(ValueError, match="same shape, got \\(1, 8, 8\\) and \\(1, 1, 8, 8\\)"):
         fn(torch.rand(1, 8, 8), torch.rand(1, 1, 8, 8))
     with pytest.raises(ValueError, match=f"{name}: argument '{a}' must have shape \\[B, C, H, W\\] or \\[C, H, W\\]"):
         fn(torch.rand(8, 8), torch.rand(8, 8))
