@@ -41,3 +41,48 @@ def test_command_line(tmp_path, capsys):
         main(["nonsense"])
     with pytest.raises(ValueError, match="unknown experiment 'nonsense'"):
         experiments.run("nonsense")
+
+
+def test_load_data_reads_mnist_and_cifar_files(tmp_path):
+    from tests.data.test_cifar import _cifar10
+    from tests.data.test_mnist import _make
+
+    from robustops.experiments.common import load_data
+
+    _make(tmp_path, "train", n=12)
+    _make(tmp_path, "test", n=7)
+    data = load_data(Settings(data="mnist", data_root=str(tmp_path), limit=5), "demo")
+    assert data.name == "mnist" and data.classes == 10 and data.shape == (1, 28, 28)
+    assert len(data.x_train) == 5 and len(data.x_test) == 5
+    _cifar10(tmp_path, n=3)
+    data = load_data(Settings(data="cifar10", data_root=str(tmp_path)), "demo")
+    assert data.shape == (3, 32, 32) and len(data.x_train) == 15 and len(data.x_test) == 3
+    digits = load_data(Settings(), "demo", digits_size=8)
+    assert digits.shape == (1, 8, 8) and len(digits.x_train) == 1346 and len(digits.x_test) == 451
+
+
+def test_load_data_bad_settings(tmp_path):
+    from robustops.experiments.common import load_data
+
+    with pytest.raises(ValueError, match="pass their directory as data_root"):
+        load_data(Settings(data="mnist"), "demo")
+    with pytest.raises(ValueError, match="'data' must be one of"):
+        load_data(Settings(data="cifar10"), "demo", supported=("digits", "mnist"))
+    with pytest.raises(ValueError, match="'limit' must be an int >= 1"):
+        load_data(Settings(limit=0), "demo")
+    with pytest.raises(FileNotFoundError):
+        load_data(Settings(data="mnist", data_root=str(tmp_path)), "demo")
+    with pytest.raises(ValueError, match="'data' must be one of"):
+        experiments.run("symmetry", Settings(data="imagenet", out=str(tmp_path)))
+
+
+def test_experiment_on_mnist_files(tmp_path):
+    from tests.data.test_mnist import _make
+
+    _make(tmp_path, "train", n=40)
+    _make(tmp_path, "test", n=16)
+    out = tmp_path / "out"
+    assert main(["certified", "--tiny", "--data", "mnist", "--data-root", str(tmp_path), "--out", str(out),
+                 "--no-progress"]) == 0
+    record = json.loads((out / "certified.json").read_text())
+    assert record["settings"]["data"] == "mnist" and record["results"]["data"] == "mnist"

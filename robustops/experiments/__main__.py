@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from robustops.experiments.common import EXPERIMENTS, Settings, run
+from robustops.experiments.common import DATASETS, EXPERIMENTS, Settings, run
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -19,12 +19,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     scale.add_argument("--full", action="store_const", dest="scale", const="full", help="the longer run")
     parser.add_argument("--out", default="experiments_out", help="output directory (default: experiments_out)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-root", default=None, help="directory with MNIST / CIFAR files, where used")
+    parser.add_argument("--data", choices=DATASETS, default="digits",
+                        help="the data set (default: the embedded digits; the others are read from --data-root)")
+    parser.add_argument("--data-root", default=None, help="the directory of the MNIST / CIFAR files")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use the first N training and N test images (default: all)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     settings = Settings(scale=args.scale or "quick", seed=args.seed, out=args.out, data_root=args.data_root,
-                        device=args.device, progress=False if args.no_progress else None)
+                        data=args.data, limit=args.limit, device=args.device, progress=False if args.no_progress else None)
     result = run(args.name, settings)
     print(result.table)
     print(f"\nwrote {settings.out}/{args.name}.md, .json" + (", .png" if result.plot else "")

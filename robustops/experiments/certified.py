@@ -21,8 +21,8 @@ from torch import nn
 
 from robustops.bounds import (BoundedModule, certified_loss, clean_error, linear_schedule, smoothed_schedule)
 from robustops.bounds.crown import crown_ibp_margins
-from robustops.data import load_digits, loader
-from robustops.experiments.common import ExperimentResult, Settings
+from robustops.data import loader
+from robustops.experiments.common import ExperimentResult, Settings, load_data, progress_bar
 
 CLAIM = ("GM training over sub-perturbations gives lower verified errors below eps_train than plain "
          "IBP / CROWN-IBP training at eps_train")
@@ -40,9 +40,10 @@ METHODS = {  # name -> (bound method, sub-perturbations, weights)
 }
 
 
-def _net() -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2, padding=1),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(32 * 4 * 4, 100), nn.ReLU(), nn.Linear(100, 10))
+def _net(channels: int = 1, height: int = 8, width: int = 8, classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2, padding=1),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(32 * (height // 2) * (width // 2), 100), nn.ReLU(),
+                         nn.Linear(100, classes))
 
 
 @torch.no_grad()
@@ -53,21 +54,18 @@ def _verified_error(bounded: BoundedModule, x, y, eps: float) -> float:
 
 
 def run(settings: Settings) -> ExperimentResult:
-    from tqdm.auto import tqdm
-
     epochs, batches = SCALE[settings.scale]
     device = torch.device(settings.device)
-    x_train, y_train = load_digits("train", seed=settings.seed, device=device)
-    x_test, y_test = load_digits("test", seed=settings.seed, device=device)
+    data_set = load_data(settings, "certified", digits_size=8)
+    x_train, y_train, x_test, y_test = data_set[1:5]
     per_epoch = len(range(0, len(x_train), 64)) if batches is None else batches
     total = epochs * per_epoch
     ramp_end = max(1, int(0.6 * total))  # eps, kappa and beta reach their final values at 60%
     data = {}
-    bar = tqdm(total=len(METHODS) * epochs, desc="certified", leave=False,
-               disable=None if settings.progress is None else not settings.progress)
+    bar = progress_bar(settings, len(METHODS) * epochs, "certified")
     for name, (method, n, weights) in METHODS.items():
         torch.manual_seed(settings.seed)
-        model = _net().to(device)
+        model = _net(*data_set.shape, data_set.classes).to(device)
         bounded = BoundedModule(model)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         step = 0
@@ -110,12 +108,12 @@ def run(settings: Settings) -> ExperimentResult:
             ax.plot(EPS_EVAL, [d["verified_error"][str(e)] for e in EPS_EVAL], marker="o", label=name)
         ax.set_xlabel("eps_eval")
         ax.set_ylabel("verified error")
-        ax.set_title(f"verified error, trained at eps_train={EPS_TRAIN:g} (digits 8x8)")
+        ax.set_title(f"verified error, trained at eps_train={EPS_TRAIN:g} ({data_set.name})")
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
 
     return ExperimentResult("certified", CLAIM, "\n".join(rows),
-                            {"eps_train": EPS_TRAIN, "eps_eval": EPS_EVAL, "n_sub": N_SUB, "epochs": epochs,
+                            {"data": data_set.name, "eps_train": EPS_TRAIN, "eps_eval": EPS_EVAL, "n_sub": N_SUB, "epochs": epochs,
                              "methods": data}, holds, plot)

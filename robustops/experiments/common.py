@@ -8,14 +8,16 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import torch
+from torch import Tensor
 
 # name -> module (robustops.experiments.<module>) with run(settings) -> ExperimentResult
 EXPERIMENTS: Dict[str, str] = {"symmetry": "symmetry", "certified": "certified"}
 
 SCALES = ("tiny", "quick", "full")
+DATASETS = ("digits", "mnist", "cifar10", "cifar100")
 
 
 @dataclass
@@ -28,6 +30,65 @@ class Settings:
     data_root: Optional[str] = None
     device: str = "cpu"
     progress: Optional[bool] = None
+    data: str = "digits"           # one of DATASETS; all but "digits" read files under data_root
+    limit: Optional[int] = None    # use the first `limit` training and test images (None: all)
+
+
+class Data(NamedTuple):
+    """A data set as the experiments use it: images in [0, 1], [N, C, H, W]."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    classes: int
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.x_train.shape[1:])
+
+
+def load_data(settings: Settings, experiment: str, digits_size: int = 28,
+              supported: Sequence[str] = DATASETS) -> Data:
+    """The data set ``settings.data`` for ``experiment``: the embedded digits (resized
+    to ``digits_size``), or MNIST / CIFAR-10 / CIFAR-100 read from ``settings.data_root``
+    (robustops.data.load_mnist / load_cifar), cut to ``settings.limit`` images per split."""
+    from robustops.data import load_cifar, load_digits, load_mnist
+
+    if settings.data not in supported:
+        raise ValueError(f"robustops.experiments.{experiment}: 'data' must be one of {tuple(supported)}, "
+                         f"got {settings.data!r}")
+    if settings.limit is not None and not (isinstance(settings.limit, int) and settings.limit >= 1):
+        raise ValueError(f"robustops.experiments.{experiment}: 'limit' must be an int >= 1, got {settings.limit!r}")
+    device = torch.device(settings.device)
+    if settings.data == "digits":
+        train = load_digits("train", size=digits_size, seed=settings.seed, device=device)
+        test = load_digits("test", size=digits_size, seed=settings.seed, device=device)
+        classes = 10
+    else:
+        if settings.data_root is None:
+            raise ValueError(f"robustops.experiments.{experiment}: data {settings.data!r} is read from files; "
+                             "pass their directory as data_root (--data-root DIR)")
+        if settings.data == "mnist":
+            train, test = (load_mnist(settings.data_root, split, device=device) for split in ("train", "test"))
+            classes = 10
+        else:
+            train, test = (load_cifar(settings.data_root, settings.data, split, device=device)
+                           for split in ("train", "test"))
+            classes = 10 if settings.data == "cifar10" else 100
+    if settings.limit is not None:
+        train = tuple(t[:settings.limit] for t in train)
+        test = tuple(t[:settings.limit] for t in test)
+    return Data(settings.data, train[0], train[1], test[0], test[1], classes)
+
+
+def progress_bar(settings: Settings, total: int, desc: str):
+    """A tqdm bar over ``total`` steps, shown per settings.progress (None: when a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False,
+                disable=None if settings.progress is None else not settings.progress)
 
 
 @dataclass
@@ -78,6 +139,8 @@ def run(name: str, settings: Optional[Settings] = None) -> ExperimentResult:
     settings = settings or Settings()
     if settings.scale not in SCALES:
         raise ValueError(f"robustops.experiments: 'scale' must be one of {SCALES}, got {settings.scale!r}")
+    if settings.data not in DATASETS:
+        raise ValueError(f"robustops.experiments: 'data' must be one of {DATASETS}, got {settings.data!r}")
     module = importlib.import_module(f"robustops.experiments.{EXPERIMENTS[name]}")
     start = time.perf_counter()
     result = module.run(settings)

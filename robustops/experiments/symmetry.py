@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from robustops.data import load_digits, loader, rotate, rotated
-from robustops.experiments.common import ExperimentResult, Settings
+from robustops.data import loader, rotate, rotated
+from robustops.experiments.common import ExperimentResult, Settings, load_data, progress_bar
 from robustops.models import standard_cnn, symmetric_cnn
 
 CLAIM = ("the symmetry-enforced CNN keeps its accuracy on rotated test images, where a standard CNN of "
@@ -37,19 +37,20 @@ def _accuracy(model, x, y, batch=512) -> float:
 
 
 def run(settings: Settings) -> ExperimentResult:
-    from tqdm.auto import tqdm
-
     epochs, width, batches = SCALE[settings.scale]
     device = torch.device(settings.device)
-    x_train, y_train = load_digits("train", size=28, seed=settings.seed, device=device)
-    x_test, y_test = load_digits("test", size=28, seed=settings.seed, device=device)
+    data_set = load_data(settings, "symmetry", digits_size=28)
+    x_train, y_train, x_test, y_test = data_set[1:5]
+    channels, side = data_set.shape[0], data_set.shape[1]
+    if data_set.shape[1] != data_set.shape[2] or side % 4:
+        raise ValueError(f"robustops.experiments.symmetry: needs square images with a side divisible by 4, "
+                         f"got {data_set.shape}")
     x_rot, _ = rotated(x_test, mode="random", seed=settings.seed + 1)
     x_p4, _ = rotated(x_test, mode="p4", seed=settings.seed + 1)
-    builders = {"standard CNN": lambda: standard_cnn(1, 10, input_size=28, width=width),
-                "symmetry-enforced CNN": lambda: symmetric_cnn(1, 10, width=width // 2)}
+    builders = {"standard CNN": lambda: standard_cnn(channels, data_set.classes, input_size=side, width=width),
+                "symmetry-enforced CNN": lambda: symmetric_cnn(channels, data_set.classes, width=width // 2)}
     data, models = {}, {}
-    bar = tqdm(total=len(builders) * epochs, desc="symmetry", leave=False,
-               disable=None if settings.progress is None else not settings.progress)
+    bar = progress_bar(settings, len(builders) * epochs, "symmetry")
     for name, build in builders.items():
         torch.manual_seed(settings.seed)
         model = build().to(device)
@@ -103,4 +104,5 @@ def run(settings: Settings) -> ExperimentResult:
         plt.close(fig)
 
     return ExperimentResult("symmetry", CLAIM, "\n".join(rows),
-                            {"angles": ANGLES, "models": data, "epochs": epochs, "width": width}, holds, plot)
+                            {"data": data_set.name, "angles": ANGLES, "models": data, "epochs": epochs,
+                             "width": width}, holds, plot)
