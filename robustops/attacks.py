@@ -13,6 +13,8 @@ to the input only).
 Attacks
     FGSM            fast gradient sign (Goodfellow et al. 2015), untargeted:
                     x + eps sign(grad_x L(f(x), y))
+    FGSLineSearch   fast gradient sign with a line search for the smallest eps that
+                    flips the label (Rozsa et al. 2016; the BANG paper's FGS)
     FGSMaxL1        the SAF paper's variant (Zhao & Griffin, eq. 10): for each image the
                     gradient of the loss towards each wrong class j, grad_x L(f(x), j);
                     keep the one with the largest L1 norm and step by ``beta`` against
@@ -48,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Attack", "AttackResult", "FGSM", "FGSMaxL1", "HotCold", "CommitteeExample", "PGD", "eval_mode"]
+__all__ = ["Attack", "AttackResult", "FGSM", "FGSLineSearch", "FGSMaxL1", "HotCold", "CommitteeExample", "PGD", "eval_mode"]
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 
@@ -242,39 +244,33 @@ class FGSMaxL1(Attack):
         return result
 
 
-class HotCold(Attack):
-    """Hot/cold with one hot class (HC1, Rozsa et al. 2016). The hot class is the
-    closest-scoring wrong class (the largest wrong logit); the direction d = grad_x
-    (z_hot - z_y), normalized to unit L-inf norm, raises the hot class and lowers the
-    original one. A line search finds, per image, the smallest step s in (0,
-    ``max_step``] for which clamp(x + s d, 0, 1) is no longer classified y: a grid of
-    ``grid`` steps, then ``refine`` bisections between the last step that did not flip
-    and the first that did. Images that no step flips are failures and are returned
-    unchanged. ``evaluate(...).extra`` has the "step" (0 on failure) and "hot" class."""
+class _LineSearch(Attack):
+    """An attack along one direction d per image (``_direction``), with a line search
+    for the smallest step s in (0, ``max_step``] for which clamp(x + s d, 0, 1) is no
+    longer classified y: a grid of ``grid`` steps, then ``refine`` bisections between
+    the last step that did not flip and the first that did. Images that no step flips
+    are failures and are returned unchanged; ``evaluate(...).extra["step"]`` has the
+    steps (0 on failure)."""
 
-    def __init__(self, model: nn.Module, max_step: float = 1.0, grid: int = 32, refine: int = 10):
-        super().__init__(model, None)
-        self.max_step = _positive("max_step", "HotCold", max_step, allow_zero=False)
+    def __init__(self, model: nn.Module, max_step: float = 1.0, grid: int = 32, refine: int = 10,
+                 loss_fn: Optional[Loss] = None):
+        super().__init__(model, loss_fn)
+        name = type(self).__name__
+        self.max_step = _positive("max_step", name, max_step, allow_zero=False)
         if not (isinstance(grid, int) and grid >= 1 and isinstance(refine, int) and refine >= 0):
-            raise ValueError(f"HotCold: 'grid' must be an int >= 1 and 'refine' an int >= 0, got {grid}, {refine}")
+            raise ValueError(f"{name}: 'grid' must be an int >= 1 and 'refine' an int >= 0, got {grid}, {refine}")
         self.grid, self.refine = grid, refine
         self._step: Optional[Tensor] = None
-        self._hot: Optional[Tensor] = None
+
+    def _direction(self, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def _flips(self, x: Tensor, d: Tensor, step: Tensor, y: Tensor) -> Tensor:
         view = (-1,) + (1,) * (x.dim() - 1)
         return self._predict((x + step.view(view) * d).clamp(0, 1)) != y
 
     def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        xg = x.detach().requires_grad_(True)
-        z = self.model(xg)
-        wrong = z.detach().clone()
-        wrong.scatter_(1, y[:, None], -math.inf)
-        hot = wrong.argmax(1)
-        (g,) = torch.autograd.grad((z.gather(1, hot[:, None]) - z.gather(1, y[:, None])).sum(), xg)
-        scale = g.flatten(1).abs().amax(1)
-        self._zero_gradient = scale == 0
-        d = g / scale.clamp_min(torch.finfo(g.dtype).tiny).view((-1,) + (1,) * (x.dim() - 1))
+        d = self._direction(x, y)
         n = x.shape[0]
         found = torch.zeros(n, dtype=torch.bool, device=x.device)
         hi = torch.zeros(n, dtype=x.dtype, device=x.device)
@@ -293,12 +289,56 @@ class HotCold(Attack):
             hi = torch.where(found & flips, mid, hi)
             lo = torch.where(found & ~flips, mid, lo)
         self._step = torch.where(found, hi, torch.zeros_like(hi))
-        self._hot = hot
         return (x + self._step.view((-1,) + (1,) * (x.dim() - 1)) * d).clamp(0, 1)
 
     def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
         result = super().evaluate(x, y)
         result.extra["step"] = self._step.cpu()
+        return result
+
+
+class FGSLineSearch(_LineSearch):
+    """Fast gradient sign with the smallest flipping step (the FGS of Rozsa et al.
+    2016, as the BANG paper evaluates it): the direction sign(grad_x L(f(x), y)) and
+    the line search for the smallest eps in (0, ``max_step``] that changes the label.
+    The success rate counts the images some eps flips; ``evaluate(...).extra["step"]``
+    is each image's eps (0 on failure), which equals its L-inf perturbation unless
+    clamping to [0, 1] cut it."""
+
+    def _direction(self, x: Tensor, y: Tensor) -> Tensor:
+        g = self._input_gradient(x, y)
+        self._zero_gradient = _all_zero(g)
+        return g.sign()
+
+
+class HotCold(_LineSearch):
+    """Hot/cold with one hot class (HC1, Rozsa et al. 2016). The hot class is the
+    closest-scoring wrong class (the largest wrong logit); the direction d = grad_x
+    (z_hot - z_y), normalized to unit L-inf norm, raises the hot class and lowers the
+    original one. A line search finds, per image, the smallest step s in (0,
+    ``max_step``] for which clamp(x + s d, 0, 1) is no longer classified y: a grid of
+    ``grid`` steps, then ``refine`` bisections between the last step that did not flip
+    and the first that did. Images that no step flips are failures and are returned
+    unchanged. ``evaluate(...).extra`` has the "step" (0 on failure) and "hot" class."""
+
+    def __init__(self, model: nn.Module, max_step: float = 1.0, grid: int = 32, refine: int = 10):
+        super().__init__(model, max_step, grid, refine)
+        self._hot: Optional[Tensor] = None
+
+    def _direction(self, x: Tensor, y: Tensor) -> Tensor:
+        xg = x.detach().requires_grad_(True)
+        z = self.model(xg)
+        wrong = z.detach().clone()
+        wrong.scatter_(1, y[:, None], -math.inf)
+        hot = wrong.argmax(1)
+        (g,) = torch.autograd.grad((z.gather(1, hot[:, None]) - z.gather(1, y[:, None])).sum(), xg)
+        scale = g.flatten(1).abs().amax(1)
+        self._zero_gradient = scale == 0
+        self._hot = hot
+        return g / scale.clamp_min(torch.finfo(g.dtype).tiny).view((-1,) + (1,) * (x.dim() - 1))
+
+    def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
+        result = super().evaluate(x, y)
         result.extra["hot"] = self._hot.cpu()
         return result
 

@@ -108,6 +108,27 @@ def test_hot_cold_reports_failure_where_no_flip_exists():
     assert_close(result.x_adv, x, **F64)
 
 
+def test_fgs_line_search_finds_the_smallest_eps():
+    # z = Wx + b = (x0 - x1, x1 - x0, -1), y = 0; dCE/dx = W^T (p - e_0) = (v, -v, 0)
+    # with v = p0 - 1 - p1 < 0: the sign is (-1, +1, 0)
+    model = _linear([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], [0.0, 0.0, -1.0])
+    x = torch.tensor([[0.7, 0.3, 0.5], [0.6, 0.5, 0.5]], dtype=torch.float64)
+    y = torch.tensor([0, 0])
+    result = attacks.FGSLineSearch(model, max_step=1.0, grid=16, refine=30).evaluate(x, y)
+    # along (-eps, +eps, .): z_0 - z_1 = 2 (x0 - x1) - 4 eps, zero at eps = (x0 - x1) / 2
+    # (before z_0 - z_2 = (x0 - x1) + 1 - 2 eps)
+    step = result.extra["step"]
+    assert result.success.tolist() == [True, True]
+    assert_close(step, torch.tensor([0.2, 0.05], dtype=torch.float64), rtol=0, atol=1e-8)
+    assert_close(result.linf, step, rtol=0, atol=1e-12)
+    g_sign = torch.tensor([-1.0, 1.0, 0.0], dtype=torch.float64)
+    assert_close(result.x_adv, (x + step[:, None] * g_sign).clamp(0, 1), **F64)
+    # nothing within max_step: failure, the image unchanged, step 0
+    short = attacks.FGSLineSearch(model, max_step=0.05, grid=8).evaluate(x[:1], y[:1])
+    assert short.success.tolist() == [False] and short.extra["step"].tolist() == [0.0]
+    assert_close(short.x_adv, x[:1], **F64)
+
+
 def test_committee_example_formula():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
@@ -146,6 +167,7 @@ ATTACKS = {
     "FGSM": lambda m: attacks.FGSM(m, eps=0.1),
     "FGSMaxL1": lambda m: attacks.FGSMaxL1(m, beta=0.1),
     "HotCold": lambda m: attacks.HotCold(m, grid=4, refine=2),
+    "FGSLineSearch": lambda m: attacks.FGSLineSearch(m, grid=4, refine=2),
     "CommitteeExample": lambda m: attacks.CommitteeExample(m, eps=0.1, c=0.5),
     "PGD": lambda m: attacks.PGD(m, eps=0.1, alpha=0.03, steps=3),
 }
@@ -195,5 +217,9 @@ def test_bad_input():
         attacks.PGD(model, steps=-1)
     with pytest.raises(ValueError, match="HotCold: argument 'max_step' must be a finite number > 0"):
         attacks.HotCold(model, max_step=0)
+    with pytest.raises(ValueError, match="FGSLineSearch: argument 'max_step' must be a finite number > 0"):
+        attacks.FGSLineSearch(model, max_step=-1)
+    with pytest.raises(ValueError, match="FGSLineSearch: 'grid' must be an int >= 1"):
+        attacks.FGSLineSearch(model, grid=0)
     with pytest.raises(TypeError, match="argument 'model' must be an nn.Module"):
         attacks.FGSM(lambda t: t)
