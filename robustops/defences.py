@@ -95,22 +95,27 @@ def adversarial_loss(model: nn.Module, x: Tensor, y: Tensor, attack: Attack, alp
 
 class Committee(nn.Module):
     """The members' average: the mean of their softmax probabilities (``output``
-    "probs", the default) or of their outputs as they are ("mean")."""
+    "probs", the default), its log ("log_probs": what the attacks' default
+    cross-entropy expects, so attack a committee built with it), or the mean of the
+    outputs as they are ("mean")."""
 
     def __init__(self, members: Sequence[nn.Module], output: str = "probs"):
         super().__init__()
         if not members:
             raise ValueError("robustops.defences.Committee: argument 'members' must not be empty")
-        if output not in ("probs", "mean"):
-            raise ValueError(f"robustops.defences.Committee: argument 'output' must be 'probs' or 'mean', got {output!r}")
+        if output not in ("probs", "log_probs", "mean"):
+            raise ValueError("robustops.defences.Committee: argument 'output' must be 'probs', 'log_probs' or 'mean', "
+                             f"got {output!r}")
         self.members = nn.ModuleList(members)
         self.output = output
 
     def forward(self, x: Tensor) -> Tensor:
-        outs = [m(x) for m in self.members]
-        if self.output == "probs":
-            outs = [o.softmax(1) for o in outs]
-        return torch.stack(outs).mean(0)
+        outs = torch.stack([m(x) for m in self.members])
+        if self.output == "mean":
+            return outs.mean(0)
+        if self.output == "log_probs":  # log of the mean probability, stably
+            return outs.log_softmax(2).logsumexp(0) - math.log(len(self.members))
+        return outs.softmax(2).mean(0)
 
 
 def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer],

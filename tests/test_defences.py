@@ -4,6 +4,9 @@ denoising autoencoder, and the SAF paper's mean and random training batches."""
 
 from __future__ import annotations
 
+import math
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -55,6 +58,13 @@ def test_committee_average_and_training_in_stages():
     committee = defences.Committee([a, b])
     assert_close(committee(x), (a(x).softmax(1) + b(x).softmax(1)) / 2)
     assert_close(defences.Committee([a, b], output="mean")(x), (a(x) + b(x)) / 2)
+    # log_probs: the log of the averaged probabilities, finite where a probability underflows
+    assert_close(defences.Committee([a, b], output="log_probs")(x), committee(x).log())
+    big = [lambda t: torch.tensor([[0.0, -2000.0]]), lambda t: torch.tensor([[0.0, -3000.0]])]
+    lp = defences.Committee.forward(types.SimpleNamespace(members=big, output="log_probs"), x[:1])
+    assert torch.isfinite(lp).all() and abs(float(lp[0, 1]) - (-2000.0 - math.log(2))) < 1e-3
+    with pytest.raises(ValueError, match="'output' must be 'probs', 'log_probs' or 'mean'"):
+        defences.Committee([a], output="logits")
     model = _net(2)
     loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
     trained = defences.train_committee(model, loader, lambda m: torch.optim.Adam(m.parameters(), 1e-2), stages=2,
