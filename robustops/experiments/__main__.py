@@ -25,10 +25,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--limit", type=int, default=None,
                         help="use the first N training and N test images (default: all)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch's intra-op threads (default: torch's; 1 is faster for these small "
+                             "networks on a busy machine)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     settings = Settings(scale=args.scale or "quick", seed=args.seed, out=args.out, data_root=args.data_root,
-                        data=args.data, limit=args.limit, device=args.device, progress=False if args.no_progress else None)
+                        data=args.data, limit=args.limit, threads=args.threads, device=args.device, progress=False if args.no_progress else None)
     result = run(args.name, settings)
     print(result.table)
     print(f"\nwrote {settings.out}/{args.name}.md, .json" + (", .png" if result.plot else "")

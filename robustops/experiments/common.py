@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 # name -> module (robustops.experiments.<module>) with run(settings) -> ExperimentResult
-EXPERIMENTS: Dict[str, str] = {"symmetry": "symmetry", "certified": "certified"}
+EXPERIMENTS: Dict[str, str] = {"bang": "bang", "committee": "committee", "certified": "certified",
+                               "symmetry": "symmetry", "bench": "bench"}
 
 SCALES = ("tiny", "quick", "full")
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
@@ -32,6 +33,7 @@ class Settings:
     progress: Optional[bool] = None
     data: str = "digits"           # one of DATASETS; all but "digits" read files under data_root
     limit: Optional[int] = None    # use the first `limit` training and test images (None: all)
+    threads: Optional[int] = None  # torch's intra-op threads during the run (None: torch's default)
 
 
 class Data(NamedTuple):
@@ -141,9 +143,17 @@ def run(name: str, settings: Optional[Settings] = None) -> ExperimentResult:
         raise ValueError(f"robustops.experiments: 'scale' must be one of {SCALES}, got {settings.scale!r}")
     if settings.data not in DATASETS:
         raise ValueError(f"robustops.experiments: 'data' must be one of {DATASETS}, got {settings.data!r}")
+    if settings.threads is not None and not (isinstance(settings.threads, int) and settings.threads >= 1):
+        raise ValueError(f"robustops.experiments: 'threads' must be an int >= 1, got {settings.threads!r}")
     module = importlib.import_module(f"robustops.experiments.{EXPERIMENTS[name]}")
+    threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     start = time.perf_counter()
-    result = module.run(settings)
+    try:
+        result = module.run(settings)
+    finally:
+        torch.set_num_threads(threads)
     result.seconds = time.perf_counter() - start
     result.settings = asdict(settings)
     write_outputs(result, settings.out)
