@@ -86,3 +86,19 @@ def test_experiment_on_mnist_files(tmp_path):
                  "--no-progress"]) == 0
     record = json.loads((out / "certified.json").read_text())
     assert record["settings"]["data"] == "mnist" and record["results"]["data"] == "mnist"
+
+
+def test_command_line_all_runs_every_experiment(tmp_path, capsys, monkeypatch):
+    for name in list(experiments.EXPERIMENTS):
+        if name not in ("symmetry", "certified"):  # two quick ones stand for the rest
+            monkeypatch.delitem(experiments.EXPERIMENTS, name)
+    assert main(["all", "--tiny", "--out", str(tmp_path), "--no-progress", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "## symmetry" in out and "## certified" in out
+    assert (tmp_path / "symmetry.md").is_file() and (tmp_path / "certified.md").is_file()
+    assert json.loads((tmp_path / "certified.json").read_text())["settings"]["threads"] == 1
+
+
+def test_bad_threads(tmp_path):
+    with pytest.raises(ValueError, match="'threads' must be an int >= 1"):
+        experiments.run("symmetry", Settings(threads=0, out=str(tmp_path)))

@@ -11,7 +11,8 @@ from robustops.experiments.common import DATASETS, EXPERIMENTS, Settings, run
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="robustops", description="Run one of robustops' experiments.")
-    parser.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment")
+    parser.add_argument("name", choices=sorted(EXPERIMENTS) + ["all"],
+                        help="the experiment; all: every one in turn, the benchmark suite last")
     scale = parser.add_mutually_exclusive_group()
     scale.add_argument("--quick", action="store_const", dest="scale", const="quick",
                        help="a few minutes on a 2-core CPU (the default)")
@@ -31,11 +32,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     settings = Settings(scale=args.scale or "quick", seed=args.seed, out=args.out, data_root=args.data_root,
-                        data=args.data, limit=args.limit, threads=args.threads, device=args.device, progress=False if args.no_progress else None)
-    result = run(args.name, settings)
-    print(result.table)
-    print(f"\nwrote {settings.out}/{args.name}.md, .json" + (", .png" if result.plot else "")
-          + f" in {result.seconds:.1f} s")
+                        data=args.data, limit=args.limit, threads=args.threads, device=args.device,
+                        progress=False if args.no_progress else None)
+    names = list(EXPERIMENTS) if args.name == "all" else [args.name]
+    for name in names:
+        result = run(name, settings)
+        verdict = {True: "holds", False: "does not hold", None: "not judged"}[result.holds]
+        print(f"## {name}\n\n{result.table}\n\nthe claim's direction {verdict} in this run")
+        print(f"wrote {settings.out}/{name}.md, .json" + (", .png" if result.plot else "")
+              + f" in {result.seconds:.1f} s\n")
     return 0
 
 
