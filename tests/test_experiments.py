@@ -102,3 +102,13 @@ def test_command_line_all_runs_every_experiment(tmp_path, capsys, monkeypatch):
 def test_bad_threads(tmp_path):
     with pytest.raises(ValueError, match="'threads' must be an int >= 1"):
         experiments.run("symmetry", Settings(threads=0, out=str(tmp_path)))
+
+
+def test_json_is_strict(tmp_path):
+    from robustops.experiments.common import ExperimentResult, write_outputs
+
+    result = ExperimentResult("demo", "a claim", "| a |", {"x": [1.0, float("nan")], "y": {"z": float("inf")}})
+    write_outputs(result, tmp_path)
+    text = (tmp_path / "demo.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["results"] == {"x": [1.0, None], "y": {"z": None}}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -105,6 +107,17 @@ class ExperimentResult:
     seconds: float = 0.0
 
 
+def _strict(value):
+    """value with every non-finite float replaced by None (NaN and infinities are not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_outputs(result: ExperimentResult, out_dir) -> List[Path]:
     """NAME.md, NAME.json and (when the experiment has a plot and matplotlib is
     installed) NAME.png in out_dir; returns the paths written."""
@@ -115,11 +128,12 @@ def write_outputs(result: ExperimentResult, out_dir) -> List[Path]:
     md.write_text(f"# {result.name}\n\nClaim: {result.claim}\n\nDirection: {verdict}.\n\n{result.table}\n\n"
                   f"Settings: `{json.dumps(result.settings)}`; {result.seconds:.1f} s.\n")
     js = out / f"{result.name}.json"
-    js.write_text(json.dumps({"name": result.name, "claim": result.claim, "holds": result.holds,
-                              "settings": result.settings, "seconds": result.seconds,
-                              "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                                              "machine": platform.machine()},
-                              "results": result.data}, indent=2))
+    record = {"name": result.name, "claim": result.claim, "holds": result.holds, "settings": result.settings,
+              "seconds": result.seconds,
+              "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                              "machine": platform.machine(), "cpus": os.cpu_count()},
+              "results": result.data}
+    js.write_text(json.dumps(_strict(record), indent=2, allow_nan=False))
     paths = [md, js]
     if result.plot is not None:
         try:
