@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from typing import Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Dict, Iterable, Iterator, Mapping, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F

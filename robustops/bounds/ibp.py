@@ -22,11 +22,10 @@ SAF networks' RBF outputs) gets lo(z_y) - hi(z_j) from the output interval.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.fx
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustops import ops

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import robustops
 from robustops.models import cifar_saf, lenet_saf
 from robustops.nn import RBF, HybridLoss, MReLU
 

@@ -4,7 +4,6 @@ gradcheck and bad input."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
