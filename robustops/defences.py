@@ -254,7 +254,7 @@ class Preprocessed(nn.Module):
 def mean_training_batch(x: Tensor, y: Tensor, mean: Tensor, n_nonsense: int, noise: float = 0.1,
                         nonsense_label: int = -1, generator: Optional[torch.Generator] = None) -> Batch:
     """The SAF paper's mean training: the batch plus ``n_nonsense`` noisy copies of the
-    training mean image (mean + noise N(0, 1), clamped to [0, 1]) labelled
+    training mean image (mean + noise * N(0, 1), clamped to [0, 1]) labelled
     ``nonsense_label`` (the index of the extra "nonsense" output the model must then
     have; e.g. 10 for a 10-class model with 11 outputs)."""
     if mean.shape != x.shape[1:]:

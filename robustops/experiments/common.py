@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 # name -> module (robustops.experiments.<module>) with run(settings) -> ExperimentResult
-EXPERIMENTS: Dict[str, str] = {"bang": "bang", "committee": "committee", "certified": "certified",
+EXPERIMENTS: Dict[str, str] = {"bang": "bang", "saf": "saf", "committee": "committee", "certified": "certified",
                                "symmetry": "symmetry", "bench": "bench"}
 
 SCALES = ("tiny", "quick", "full")
