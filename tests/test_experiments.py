@@ -112,3 +112,25 @@ def test_json_is_strict(tmp_path):
     text = (tmp_path / "demo.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["results"] == {"x": [1.0, None], "y": {"z": None}}
+
+
+@pytest.mark.parametrize("data", ["mnist", "cifar10"])
+@pytest.mark.parametrize("name", sorted(set(experiments.EXPERIMENTS) - {"bench"}))
+def test_every_experiment_runs_on_files(name, data, tmp_path):
+    """--data mnist / cifar10 with --data-root: 1- and 3-channel images of the real sizes
+    (28x28, 32x32), read from small files the test writes."""
+    if data == "mnist":
+        from tests.data.test_mnist import _make
+
+        _make(tmp_path, "train", n=24)
+        _make(tmp_path, "test", n=16)
+    else:
+        from tests.data.test_cifar import _cifar10
+
+        _cifar10(tmp_path, n=6)
+    out = tmp_path / "out"
+    result = experiments.run(name, Settings(scale="tiny", out=str(out), progress=False, data=data,
+                                            data_root=str(tmp_path)))
+    record = json.loads((out / f"{name}.json").read_text())
+    assert record["settings"]["data"] == data and record["results"]["data"] == data
+    assert result.table in (out / f"{name}.md").read_text()
