@@ -43,7 +43,7 @@ from robustops.attacks import FGSLineSearch, HotCold
 from robustops.bang import BANG
 from robustops.curves import noise_curve
 from robustops.data import loader
-from robustops.experiments.common import ExperimentResult, Settings, load_data, progress_bar
+from robustops.experiments.common import ExperimentResult, Settings, accuracy, load_data, progress_bar
 from robustops.models import cifar_saf, lenet_saf
 
 CLAIM = ("BANG-trained networks need larger adversarial perturbations to be fooled than regularly trained "
@@ -85,13 +85,6 @@ def _pass(x, x_adv, mask):
         return None
 
 
-@torch.no_grad()
-def _accuracy(model, x, y, batch=512) -> float:
-    model.eval()
-    hits = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
-    return hits / len(x)
-
-
 def evaluate(model, x, y, grid: int = 50, refine: int = 10) -> dict:
     """Accuracy, and FGS and HC1 with their success rates, mean L-inf / eps and PASS
     (over the successful examples) on (x, y); the attacks' line searches take
@@ -99,7 +92,7 @@ def evaluate(model, x, y, grid: int = 50, refine: int = 10) -> dict:
     fgs = FGSLineSearch(model, max_step=1.0, grid=grid, refine=refine).evaluate(x, y)
     hc = HotCold(model, max_step=1.0, grid=grid, refine=refine).evaluate(x, y)
     ok = hc.success.to(x.device)
-    return {"accuracy": _accuracy(model, x, y),
+    return {"accuracy": accuracy(model, x, y),
             "fgs_success": fgs.success_rate, "fgs_eps": _mean(fgs.extra["step"], fgs.success),
             "fgs_linf": _mean(fgs.linf, fgs.success),
             "hc1_success": hc.success_rate, "hc1_linf": _mean(hc.linf, hc.success),
@@ -138,7 +131,7 @@ def run(settings: Settings) -> ExperimentResult:
                 loss.backward()
                 opt.step()
             history["epoch"].append(epoch)
-            history["accuracy"].append(_accuracy(model, x_test, y_test))
+            history["accuracy"].append(accuracy(model, x_test, y_test))
             curve = noise_curve(model, x_noisy, y_noisy, [NOISE_SIGMA], draws=draws, seed=settings.seed, progress=False)
             history["noise_flip"].append(curve.series["flip"][0])
             bar.update()

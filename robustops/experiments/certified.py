@@ -115,5 +115,5 @@ def run(settings: Settings) -> ExperimentResult:
         plt.close(fig)
 
     return ExperimentResult("certified", CLAIM, "\n".join(rows),
-                            {"data": data_set.name, "eps_train": EPS_TRAIN, "eps_eval": EPS_EVAL, "n_sub": N_SUB, "epochs": epochs,
-                             "methods": data}, holds, plot)
+                            {"data": data_set.name, "eps_train": EPS_TRAIN, "eps_eval": EPS_EVAL, "n_sub": N_SUB,
+                             "epochs": epochs, "methods": data}, holds, plot)

@@ -61,8 +61,9 @@ White-box. The gradient g is taken through the whole defended model: through the
 filter, the autoencoder and every committee member (committees are attacked with
 output "log_probs": the loss is the negative log of the averaged probability).
 Dropout is off in evaluation. The noise of the low-pass defence is random at test
-time, so its gradient is the expectation over the noise (EOT): the gradient of -log of the class probability averaged over 8
-noise draws of the same image (16 at the full scale); the prediction on the
+time, so its gradient is the expectation over the noise (EOT): the gradient of -log
+of the class probability averaged over 8 noise draws of the same image (16 at the
+full scale); the prediction on the
 adversarial image is then one fresh noise draw, as the defence is deployed.
 Evaluation noise is seeded. (The tiny scale, a smoke test, evaluates only the first
 64 test images with 2 draws.)

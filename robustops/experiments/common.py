@@ -87,6 +87,14 @@ def load_data(settings: Settings, experiment: str, digits_size: int = 28,
     return Data(settings.data, train[0], train[1], test[0], test[1], classes)
 
 
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: Tensor, y: Tensor, batch: int = 512) -> float:
+    """The fraction of (x, y) that ``model`` (put in eval mode) classifies correctly (argmax)."""
+    model.eval()
+    hits = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    return hits / len(x)
+
+
 def progress_bar(settings: Settings, total: int, desc: str):
     """A tqdm bar over ``total`` steps, shown per settings.progress (None: when a terminal)."""
     from tqdm.auto import tqdm

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from robustops.data import loader, rotate, rotated
-from robustops.experiments.common import ExperimentResult, Settings, load_data, progress_bar
+from robustops.experiments.common import ExperimentResult, Settings, accuracy, load_data, progress_bar
 from robustops.models import standard_cnn, symmetric_cnn
 
 CLAIM = ("the symmetry-enforced CNN keeps its accuracy on rotated test images, where a standard CNN of "
@@ -27,13 +27,6 @@ CLAIM = ("the symmetry-enforced CNN keeps its accuracy on rotated test images, w
 # scale -> (epochs, standard width (the symmetric model has half as many p4 channels), batches per epoch or None)
 SCALE = {"tiny": (1, 4, 2), "quick": (12, 16, None), "full": (30, 32, None)}
 ANGLES = list(range(0, 360, 15))
-
-
-@torch.no_grad()
-def _accuracy(model, x, y, batch=512) -> float:
-    model.eval()
-    hits = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
-    return hits / len(x)
 
 
 def run(settings: Settings) -> ExperimentResult:
@@ -66,13 +59,13 @@ def run(settings: Settings) -> ExperimentResult:
                 loss.backward()
                 opt.step()
             history["epoch"].append(epoch)
-            history["test"].append(_accuracy(model, x_test, y_test))
-            history["rotated"].append(_accuracy(model, x_rot, y_test))
+            history["test"].append(accuracy(model, x_test, y_test))
+            history["rotated"].append(accuracy(model, x_rot, y_test))
             bar.update()
-        by_angle = [_accuracy(model, rotate(x_test, torch.full((len(x_test),), float(a), dtype=torch.float64)),
+        by_angle = [accuracy(model, rotate(x_test, torch.full((len(x_test),), float(a), dtype=torch.float64)),
                               y_test) for a in ANGLES]
         data[name] = {"history": history, "test": history["test"][-1], "rotated": history["rotated"][-1],
-                      "rotated_p4": _accuracy(model, x_p4, y_test), "by_angle": by_angle,
+                      "rotated_p4": accuracy(model, x_p4, y_test), "by_angle": by_angle,
                       "parameters": sum(p.numel() for p in model.parameters())}
         models[name] = model
     bar.close()
