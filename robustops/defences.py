@@ -160,6 +160,14 @@ def with_dropout(model: nn.Module, rates: Dict[str, float]) -> nn.Module:
     return model
 
 
+def _shifted_sum(x: Tensor, taps, dim: int, size: int) -> Tensor:
+    """sum_i taps[i] * x.narrow(dim, i, size): a 1-D correlation along ``dim``."""
+    out = x.narrow(dim, 0, size) * taps[0]
+    for i, t in enumerate(taps[1:], 1):
+        out = out.add(x.narrow(dim, i, size), alpha=t)
+    return out
+
+
 class LowPassNoise(nn.Module):
     """Preprocessing: a Gaussian low-pass filter (standard deviation ``sigma`` pixels,
     kernel 2 ceil(3 sigma) + 1, reflect padding, per channel), then additive Gaussian
@@ -175,9 +183,12 @@ class LowPassNoise(nn.Module):
             radius = int(math.ceil(3 * self.sigma))
             t = torch.arange(-radius, radius + 1, dtype=torch.float64)
             k = torch.exp(-t * t / (2 * self.sigma ** 2))
-            self.register_buffer("kernel", (k / k.sum()).float(), persistent=False)
+            k = k / k.sum()
+            self.register_buffer("kernel", k.float(), persistent=False)
+            self._taps = tuple(float(v) for v in k)  # the same weights as Python floats, for forward
         else:
             self.kernel = None
+            self._taps = ()
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, noise={self.noise}"
@@ -185,12 +196,15 @@ class LowPassNoise(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"LowPassNoise: the input must have shape [B, C, H, W], got {tuple(x.shape)}")
-        if self.kernel is not None:
-            c, r = x.shape[1], self.kernel.numel() // 2
-            k = self.kernel.to(x.dtype)
-            x = F.pad(x, (r, r, r, r), mode="reflect" if min(x.shape[2:]) > r else "replicate")
-            x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-            x = F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        if self._taps:
+            r = len(self._taps) // 2
+            h, w = x.shape[2:]
+            x = F.pad(x, (r, r, r, r), mode="reflect" if min(h, w) > r else "replicate")
+            # The separable filter as weighted sums of shifted views, along the rows and
+            # then the columns: per channel, so no grouped convolution (which oneDNN runs
+            # several times slower than these elementwise passes for 1-3 channels).
+            x = _shifted_sum(x, self._taps, 3, w)
+            x = _shifted_sum(x, self._taps, 2, h)
         if self.noise > 0:
             x = x + self.noise * torch.randn_like(x)
         return x.clamp(0, 1)

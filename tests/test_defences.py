@@ -111,6 +111,28 @@ def test_low_pass_noise():
         defences.LowPassNoise()(x[0])
 
 
+def _grouped_conv_blur(x, kernel):
+    """The separable Gaussian filter as two grouped convolutions (the reference)."""
+    c, r = x.shape[1], kernel.numel() // 2
+    k = kernel.to(x.dtype)
+    x = F.pad(x, (r, r, r, r), mode="reflect" if min(x.shape[2:]) > r else "replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28), (2, 3, 32, 17), (2, 2, 3, 5), (1, 1, 1, 1)])
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_low_pass_filter_matches_grouped_convolutions(shape, sigma):
+    torch.manual_seed(0)
+    x = torch.rand(shape, dtype=torch.float64)
+    f = defences.LowPassNoise(sigma, 0.0)
+    # (images smaller than the radius are padded by replication, larger ones by reflection)
+    assert_close(f(x), _grouped_conv_blur(x, f.kernel.double()).clamp(0, 1), rtol=1e-6, atol=1e-7)
+    xg = x[:1].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: f(t * 0.5 + 0.25), (xg,))
+    assert f(x.float()).dtype == torch.float32 and f(x.bfloat16()).dtype == torch.bfloat16
+
+
 def test_denoising_autoencoder():
     dae = defences.DenoisingAutoencoder()
     assert [m.out_features for m in dae.encoder if isinstance(m, nn.Linear)] == [1000, 500, 250, 30]
