@@ -9,59 +9,109 @@
 #include <robustops/p4_host.h>
 
 #include <algorithm>
-#include <vector>
+#include <type_traits>
 
 namespace robustops {
 namespace {
 
-// The k x k position maps of the 4 rotations: rot90(M, r).flat[q] = M.flat[map[r][q]].
-std::vector<int64_t> rotation_maps(int64_t k) {
-  std::vector<int64_t> maps(4 * k * k);
-  for (int r = 0; r < 4; ++r) {
+// Both kernels run over the filter's k x k blocks (o, i, u) of W, in parallel: block
+// (o, i, u) of W is read once and written to the 4 blocks (o, r, i, (u + r) mod s) of
+// T, rotated by r (the transform), or those 4 blocks are read back through the
+// inverse rotations and summed into it (the adjoint). The rotation is a template
+// argument and k a compile-time constant for the common sizes, so the block loops
+// unroll into plain strided copies. A filter has few blocks; the grain keeps small
+// filters serial.
+int64_t block_grain(int64_t kk) {
+  return std::max<int64_t>(1, 65536 / std::max<int64_t>(4 * kk, 1));
+}
+
+// The index in a k x k block of the element that rot90(block, R)[y, x] reads.
+template <int R>
+C10_ALWAYS_INLINE int64_t rotated(int64_t y, int64_t x, int64_t k) {
+  int64_t sy = 0, sx = 0;
+  p4::rot_source(R, y, x, k, sy, sx);
+  return sy * k + sx;
+}
+
+// to = rot90(from, R), one k x k block; K = k when known at compile time, else 0.
+template <int R, int64_t K, typename scalar_t>
+C10_ALWAYS_INLINE void rotate_block(const scalar_t* from, scalar_t* to, int64_t k_runtime) {
+  const int64_t k = K > 0 ? K : k_runtime;
+  for (int64_t y = 0; y < k; ++y) {
+    for (int64_t x = 0; x < k; ++x) {
+      to[y * k + x] = from[rotated<R>(y, x, k)];
+    }
+  }
+}
+
+template <int64_t K, typename scalar_t>
+void transform_blocks(const scalar_t* src, scalar_t* dst, const p4::Dims& d, int64_t begin, int64_t end) {
+  const int64_t kk = d.k * d.k;
+  const int64_t r_stride = d.i * d.s * kk;  // from block (o, r, i, t) to (o, r + 1, i, t)
+  for (int64_t b = begin; b < end; ++b) {
+    const int64_t u = b % d.s, i = (b / d.s) % d.i, o = b / (d.s * d.i);
+    const scalar_t* from = src + b * kk;
+    scalar_t* to = dst + ((o * 4 * d.i + i) * d.s) * kk;  // block (o, 0, i, 0)
+    rotate_block<0, K>(from, to + u * kk, d.k);
+    rotate_block<1, K>(from, to + r_stride + ((u + 1) % d.s) * kk, d.k);
+    rotate_block<2, K>(from, to + 2 * r_stride + ((u + 2) % d.s) * kk, d.k);
+    rotate_block<3, K>(from, to + 3 * r_stride + ((u + 3) % d.s) * kk, d.k);
+  }
+}
+
+template <int64_t K, typename scalar_t>
+void adjoint_blocks(const scalar_t* src, scalar_t* dst, const p4::Dims& d, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t k = K > 0 ? K : d.k;
+  const int64_t kk = k * k;
+  const int64_t r_stride = d.i * d.s * kk;
+  for (int64_t b = begin; b < end; ++b) {
+    const int64_t u = b % d.s, i = (b / d.s) % d.i, o = b / (d.s * d.i);
+    const scalar_t* base = src + ((o * 4 * d.i + i) * d.s) * kk;  // block (o, 0, i, 0) of T
+    const scalar_t* f0 = base + u * kk;
+    const scalar_t* f1 = base + r_stride + ((u + 1) % d.s) * kk;
+    const scalar_t* f2 = base + 2 * r_stride + ((u + 2) % d.s) * kk;
+    const scalar_t* f3 = base + 3 * r_stride + ((u + 3) % d.s) * kk;
+    scalar_t* to = dst + b * kk;
     for (int64_t y = 0; y < k; ++y) {
       for (int64_t x = 0; x < k; ++x) {
-        int64_t sy, sx;
-        p4::rot_source(r, y, x, k, sy, sx);
-        maps[(r * k + y) * k + x] = sy * k + sx;
+        // T's block r holds rot90(W block, r): its inverse rotation (4 - r) reads it
+        // back; summed in a fixed order (r = 0..3), as the CUDA kernel does
+        acc_t sum = static_cast<acc_t>(f0[y * k + x]);
+        sum += static_cast<acc_t>(f1[rotated<3>(y, x, k)]);
+        sum += static_cast<acc_t>(f2[rotated<2>(y, x, k)]);
+        sum += static_cast<acc_t>(f3[rotated<1>(y, x, k)]);
+        to[y * k + x] = static_cast<scalar_t>(sum);
       }
     }
   }
-  return maps;
 }
 
-// Both kernels run over k x k blocks, without index arithmetic per element: block
-// (o, r, i, t) of T is block (o, i, (t - r) mod s) of W read through rotation r's
-// map. Blocks in parallel (a filter has few; the grain keeps small ones serial).
-int64_t block_grain(int64_t kk) {
-  return std::max<int64_t>(1, 16384 / std::max<int64_t>(kk, 1));
+// Runs body(K) with K = k as a compile-time constant for k = 1..7, K = 0 otherwise.
+template <typename Body>
+void with_kernel_size(int64_t k, const Body& body) {
+  switch (k) {
+    case 1: body(std::integral_constant<int64_t, 1>{}); break;
+    case 2: body(std::integral_constant<int64_t, 2>{}); break;
+    case 3: body(std::integral_constant<int64_t, 3>{}); break;
+    case 4: body(std::integral_constant<int64_t, 4>{}); break;
+    case 5: body(std::integral_constant<int64_t, 5>{}); break;
+    case 7: body(std::integral_constant<int64_t, 7>{}); break;
+    default: body(std::integral_constant<int64_t, 0>{});
+  }
 }
 
 at::Tensor p4_filter(const at::Tensor& weight) {
   const p4::Dims d = p4::filter_dims("p4_filter", weight);
   const at::Tensor w = weight.contiguous();
   at::Tensor out = at::empty({d.o * 4, d.i * d.s, d.k, d.k}, w.options());
-  const int64_t kk = d.k * d.k;
-  const std::vector<int64_t> maps = rotation_maps(d.k);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "p4_filter", [&] {
     const scalar_t* src = w.const_data_ptr<scalar_t>();
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-    // output blocks in order (o, r, i, t); output channels o in parallel
-    at::parallel_for(0, d.o, block_grain(4 * d.i * d.s * kk), [&](int64_t begin, int64_t end) {
-      scalar_t* to = dst + begin * 4 * d.i * d.s * kk;
-      for (int64_t o = begin; o < end; ++o) {
-        for (int64_t r = 0; r < 4; ++r) {
-          const int64_t* map = maps.data() + r * kk;
-          for (int64_t i = 0; i < d.i; ++i) {
-            for (int64_t t = 0; t < d.s; ++t, to += kk) {
-              const int64_t u = ((t - r) % d.s + d.s) % d.s;
-              const scalar_t* from = src + ((o * d.i + i) * d.s + u) * kk;
-              for (int64_t q = 0; q < kk; ++q) {
-                to[q] = from[map[q]];
-              }
-            }
-          }
-        }
-      }
+    with_kernel_size(d.k, [&](auto K) {
+      at::parallel_for(0, d.o * d.i * d.s, block_grain(d.k * d.k), [&](int64_t begin, int64_t end) {
+        transform_blocks<decltype(K)::value>(src, dst, d, begin, end);
+      });
     });
   });
   return out;
@@ -71,34 +121,13 @@ at::Tensor p4_filter_backward(const at::Tensor& grad, int64_t in_rotations) {
   const p4::Dims d = p4::transformed_dims("_p4_filter_backward", grad, in_rotations);
   const at::Tensor g = grad.contiguous();
   at::Tensor out = at::empty({d.o, d.i, d.s, d.k, d.k}, g.options());
-  const int64_t kk = d.k * d.k;
-  // the adjoint reads T's block (o, r, i, (u + r) mod s) through the inverse rotation's map
-  const std::vector<int64_t> maps = rotation_maps(d.k);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "_p4_filter_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* src = g.const_data_ptr<scalar_t>();
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-    // weight blocks in order: (o, i, u)
-    at::parallel_for(0, d.o * d.i * d.s, block_grain(4 * kk), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t u = b % d.s, i = (b / d.s) % d.i, o = b / (d.s * d.i);
-        const scalar_t* from[4];
-        const int64_t* map[4];
-        for (int r = 0; r < 4; ++r) {
-          const int64_t t = (u + r) % d.s;
-          from[r] = src + (((o * 4 + r) * d.i + i) * d.s + t) * kk;
-          map[r] = maps.data() + ((4 - r) & 3) * kk;
-        }
-        scalar_t* to = dst + b * kk;
-        for (int64_t q = 0; q < kk; ++q) {
-          // summed in a fixed order (r = 0..3), as the CUDA kernel does
-          acc_t sum = static_cast<acc_t>(from[0][map[0][q]]);
-          for (int r = 1; r < 4; ++r) {
-            sum += static_cast<acc_t>(from[r][map[r][q]]);
-          }
-          to[q] = static_cast<scalar_t>(sum);
-        }
-      }
+    with_kernel_size(d.k, [&](auto K) {
+      at::parallel_for(0, d.o * d.i * d.s, block_grain(d.k * d.k), [&](int64_t begin, int64_t end) {
+        adjoint_blocks<decltype(K)::value>(src, dst, d, begin, end);
+      });
     });
   });
   return out;

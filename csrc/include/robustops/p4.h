@@ -22,8 +22,8 @@ namespace robustops {
 namespace p4 {
 
 // (y, x) of rot90(M, r) read from M: rot90(M, r)[y, x] = M[src].
-C10_HOST_DEVICE C10_ALWAYS_INLINE void rot_source(int r, int64_t y, int64_t x, int64_t k, int64_t& sy,
-                                                  int64_t& sx) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE constexpr void rot_source(int r, int64_t y, int64_t x, int64_t k, int64_t& sy,
+                                                            int64_t& sx) {
   switch (r & 3) {
     case 0: sy = y; sx = x; break;
     case 1: sy = x; sx = k - 1 - y; break;
