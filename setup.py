@@ -25,9 +25,9 @@ def _sources(pattern):
 
 
 def cpu_sources():
-    # ops.cpp, the device-generic (composite) ops and the CPU kernels
+    # ops.cpp, the device-generic (composite) ops, the C++ autograd and the CPU kernels
     return (_sources("ops.cpp") + _sources(os.path.join("composite", "*.cpp"))
-            + _sources(os.path.join("cpu", "*.cpp")))
+            + _sources(os.path.join("autograd", "*.cpp")) + _sources(os.path.join("cpu", "*.cpp")))
 
 
 def cuda_sources():

@@ -2,7 +2,9 @@
 // Kernels live in cpu/<family>.cpp and cuda/<family>.cu (TORCH_LIBRARY_IMPL per
 // device), or in composite/<family>.cpp for ops made of ATen ops on any device
 // (CompositeExplicitAutograd); autograd and fake kernels are registered from Python in
-// robustops/ops/<family>.py. A backward is a private op named _<op>_backward.
+// robustops/ops/<family>.py, except the p4 filter transform's autograd, which is in
+// autograd/p4.cpp (its per-call cost matters). A backward is a private op named
+// _<op>_backward.
 #include <Python.h>
 #include <torch/library.h>
 #include <torch/version.h>

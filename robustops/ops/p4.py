@@ -9,8 +9,9 @@ rot90(weight[:, :, (t - r) mod s], r) (counter-clockwise, torch.rot90 on the las
 dims), the rotation innermost on both channel axes, so that a plain convolution with
 it is the group convolution. One gather (csrc/include/robustops/p4.h, kernels in
 csrc/cpu/p4.cpp and csrc/cuda/p4.cu); its adjoint, the filter gradient, is a gather
-of 4 values per weight (deterministic). Falls back to robustops.reference.p4, with
-one FallbackWarning, when no compiled kernel is available.
+of 4 values per weight (deterministic). Their autograd is in C++
+(csrc/autograd/p4.cpp), their fake kernels here. Falls back to robustops.reference.p4,
+with one FallbackWarning, when no compiled kernel is available.
 """
 
 from __future__ import annotations
@@ -54,19 +55,8 @@ def _register() -> None:
         o4, is_, k, _ = grad.shape
         return grad.new_empty(o4 // 4, is_ // in_rotations, in_rotations, k, k)
 
-    def setup_context(ctx, inputs, output):
-        ctx.in_rotations = inputs[0].shape[2]
-
-    def backward(ctx, grad):
-        return torch.ops.robustops._p4_filter_backward.default(grad, ctx.in_rotations)
-
-    def backward_backward(ctx, grad):
-        # the adjoint's adjoint is the transform itself
-        return torch.ops.robustops.p4_filter.default(grad), None
-
-    torch.library.register_autograd("robustops::p4_filter", backward, setup_context=setup_context)
-    torch.library.register_autograd("robustops::_p4_filter_backward", backward_backward,
-                                    setup_context=lambda ctx, inputs, output: None)
+    # Autograd (the adjoint, and the transform as the adjoint's derivative) is
+    # registered in C++: csrc/autograd/p4.cpp.
 
 
 if _extension._C is not None:
