@@ -1,0 +1,89 @@
+"""Copy the committed result tables into the README, so that no number in it is
+typed in by hand:
+
+- each experiment's table and verdict (experiments/results/NAME.md) between the
+  markers <!-- experiment:NAME --> and <!-- /experiment:NAME -->;
+- the benchmark targets of a device (bench/results/DEVICE.md, with the machine and the
+  share of the CPU other processes took during the run) between
+  <!-- bench:DEVICE:targets --> and <!-- /bench:DEVICE:targets -->, and the first
+  table under the heading of bench/results/DEVICE.md that starts with "## SECTION"
+  between <!-- bench:DEVICE:SECTION --> and <!-- /bench:DEVICE:SECTION -->.
+
+    python tools/readme_tables.py           # rewrite README.md
+    python tools/readme_tables.py --check   # exit 1 if README.md is stale
+
+tests/test_readme.py runs the check.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+RESULTS = ROOT / "experiments" / "results"
+BENCH = ROOT / "bench" / "results"
+BLOCK = re.compile(r"(<!-- (experiment|bench):(\S+) -->\n)(.*?)(<!-- /\2:\3 -->)", re.S)
+
+
+def _table(lines, start: int = 0) -> str:
+    """The first markdown table at or after line ``start``."""
+    i = next(k for k in range(start, len(lines)) if lines[k].startswith("|"))
+    j = i
+    while j < len(lines) and lines[j].startswith("|"):
+        j += 1
+    return "\n".join(lines[i:j])
+
+
+def experiment(name: str) -> str:
+    """The table and the direction line of experiments/results/NAME.md."""
+    lines = (RESULTS / f"{name}.md").read_text().splitlines()
+    direction = next(line for line in lines if line.startswith("Direction:"))
+    return f"{_table(lines)}\n\n{direction} (`experiments/results/{name}.md`)\n"
+
+
+def bench(spec: str) -> str:
+    """DEVICE:targets: where and how busy the run of bench/results/DEVICE.{json,md}
+    was, and its targets table; DEVICE:SECTION: the first table under the heading
+    "## SECTION..." of bench/results/DEVICE.md."""
+    import json
+
+    device, section = spec.split(":", 1)
+    lines = (BENCH / f"{device}.md").read_text().splitlines()
+    if section != "targets":
+        start = next(k for k, line in enumerate(lines) if line.startswith(f"## {section}"))
+        return _table(lines, start) + "\n"
+    meta = json.loads((BENCH / f"{device}.json").read_text())["metadata"]
+    share = (meta.get("cpu_load") or {}).get("other_processes_share")
+    busy = "" if share is None else f"; other processes used {100 * share:.1f}% of the CPU during the run"
+    start = next(k for k, line in enumerate(lines) if line.startswith("## Targets"))
+    return (f"Measured by `make bench` ({meta['suite']} suite) on {meta['cpu_model']}, {meta['num_threads']} "
+            f"threads, torch {meta['torch_version']}{busy} (`bench/results/{device}.md`). The targets:\n\n"
+            + _table(lines, start) + "\n")
+
+
+def render(readme: str) -> str:
+    def body(m) -> str:
+        kind, name = m.group(2), m.group(3)
+        return m.group(1) + (experiment(name) if kind == "experiment" else bench(name)) + m.group(5)
+
+    return BLOCK.sub(body, readme)
+
+
+def main(argv) -> int:
+    current = README.read_text()
+    new = render(current)
+    if "--check" in argv:
+        if new != current:
+            print("README.md: its tables differ from experiments/results/*.md or bench/results/*.md; "
+                  "run python tools/readme_tables.py", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
