@@ -46,16 +46,17 @@ C10_ALWAYS_INLINE void rotate_block(const scalar_t* from, scalar_t* to, int64_t 
 
 template <int64_t K, typename scalar_t>
 void transform_blocks(const scalar_t* src, scalar_t* dst, const p4::Dims& d, int64_t begin, int64_t end) {
-  const int64_t kk = d.k * d.k;
+  const int64_t k = K > 0 ? K : d.k;
+  const int64_t kk = k * k;
   const int64_t r_stride = d.i * d.s * kk;  // from block (o, r, i, t) to (o, r + 1, i, t)
   for (int64_t b = begin; b < end; ++b) {
     const int64_t u = b % d.s, i = (b / d.s) % d.i, o = b / (d.s * d.i);
     const scalar_t* from = src + b * kk;
     scalar_t* to = dst + ((o * 4 * d.i + i) * d.s) * kk;  // block (o, 0, i, 0)
-    rotate_block<0, K>(from, to + u * kk, d.k);
-    rotate_block<1, K>(from, to + r_stride + ((u + 1) % d.s) * kk, d.k);
-    rotate_block<2, K>(from, to + 2 * r_stride + ((u + 2) % d.s) * kk, d.k);
-    rotate_block<3, K>(from, to + 3 * r_stride + ((u + 3) % d.s) * kk, d.k);
+    rotate_block<0, K>(from, to + u * kk, k);
+    rotate_block<1, K>(from, to + r_stride + ((u + 1) % d.s) * kk, k);
+    rotate_block<2, K>(from, to + 2 * r_stride + ((u + 2) % d.s) * kk, k);
+    rotate_block<3, K>(from, to + 3 * r_stride + ((u + 3) % d.s) * kk, k);
   }
 }
 
