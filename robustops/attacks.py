@@ -37,6 +37,13 @@ Success (``evaluate``): counted over the samples the model classifies correctly;
 sample succeeds when its adversarial prediction differs from the label. Samples whose
 input gradient is all zero cannot be attacked by a gradient-sign step and count as
 failures (as the BANG paper counts them); ``AttackResult.zero_gradient`` says which.
+
+Checks: x must be a floating-point tensor [B, ...] in [0, 1] and y an int64 tensor [B]
+(TypeError / ValueError naming the argument). The number of classes K is known only
+once the model has run, so the first forward of each call checks that the model's
+output is [B, K] and that every label is in [0, K) (a ValueError naming 'y', instead of
+a label of -1 silently taken from the end or a raw IndexError); an attack that runs
+no forward (PGD with steps=0) checks the range in ``evaluate``'s prediction.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ from typing import Callable, Dict, Iterator, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from robustops._checks import check_floating, check_label_shape, check_labels
 
 __all__ = ["Attack", "AttackResult", "FGSM", "FGSLineSearch", "FGSMaxL1", "HotCold", "CommitteeExample", "PGD", "eval_mode"]
 
@@ -137,23 +146,46 @@ class Attack:
         self.model = model
         self.loss_fn = loss_fn if loss_fn is not None else _default_loss
         self._zero_gradient: Optional[Tensor] = None
+        # the labels of the running call, until the first forward has checked them
+        self._unchecked_labels: Optional[Tensor] = None
+        self._labels_checked = False
 
     def _check(self, x: Tensor, y: Tensor) -> None:
+        """The checks that need no forward (the label range waits for it: _forward)."""
         name = type(self).__name__
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"{name}: argument 'x' must be a floating-point tensor")
-        if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != x.shape[:1]:
-            raise ValueError(f"{name}: argument 'y' must be an int64 tensor of shape [{x.shape[0]}] "
-                             f"(one label per sample of x)")
+        check_floating(name, "x", x)
+        if x.dim() == 0:
+            raise ValueError(f"{name}: argument 'x' must have a batch dimension [B, ...], got a 0-dim tensor")
+        check_label_shape(name, y, batch=x.shape[0])
         if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
             raise ValueError(f"{name}: argument 'x' must hold values in [0, 1] (normalization belongs "
                              f"inside the model), got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         self._check(x, y)
-        with eval_mode(self.model), torch.enable_grad():
-            self._zero_gradient = None
-            return self._perturb(x.detach().clone(), y.detach()).detach()
+        self._unchecked_labels, self._labels_checked = y, False
+        try:
+            with eval_mode(self.model), torch.enable_grad():
+                self._zero_gradient = None
+                return self._perturb(x.detach().clone(), y.detach()).detach()
+        finally:
+            self._unchecked_labels = None
+
+    def _forward(self, x: Tensor) -> Tensor:
+        """model(x); the first forward of a call also checks the output's shape and the
+        labels' range against its number of classes (one synchronization per call)."""
+        out = self.model(x)
+        y = self._unchecked_labels
+        if y is not None:
+            self._unchecked_labels = None
+            name = type(self).__name__
+            if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != y.shape[0]:
+                got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise ValueError(f"{name}: the model's output must have shape [{y.shape[0]}, classes] (a row of "
+                                 f"class scores per sample of x), got {got}")
+            check_labels(name, y, batch=y.shape[0], num_classes=out.shape[1])
+            self._labels_checked = True
+        return out
 
     def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -161,20 +193,25 @@ class Attack:
     def _input_gradient(self, x: Tensor, target: Tensor, sign: float = 1.0) -> Tensor:
         """grad_x of sign * (the summed loss of f(x) against target)."""
         x = x.detach().requires_grad_(True)
-        loss = _per_sample_loss(self.loss_fn, self.model(x), target) * sign
+        loss = _per_sample_loss(self.loss_fn, self._forward(x), target) * sign
         (g,) = torch.autograd.grad(loss, x)
         return g
 
     @torch.no_grad()
     def _predict(self, x: Tensor) -> Tensor:
-        return self.model(x).argmax(1)
+        return self._forward(x).argmax(1)
 
     def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
         """Run the attack on (x, y) and score it (see the module docstring)."""
         x_adv = self(x, y)
-        with eval_mode(self.model):
-            correct = self._predict(x) == y
-            flipped = self._predict(x_adv) != y
+        # an attack that ran no forward (PGD with steps=0) has not checked the labels' range yet
+        self._unchecked_labels = None if self._labels_checked else y
+        try:
+            with eval_mode(self.model):
+                correct = self._predict(x) == y
+                flipped = self._predict(x_adv) != y
+        finally:
+            self._unchecked_labels = None
         zero = self._zero_gradient if self._zero_gradient is not None else torch.zeros_like(correct)
         success = correct & flipped & ~zero
         delta = (x_adv - x).flatten(1)
@@ -221,7 +258,7 @@ class FGSMaxL1(Attack):
 
     def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
         with torch.no_grad():
-            classes = self.model(x).shape[1]
+            classes = self._forward(x).shape[1]
         best = torch.full((x.shape[0],), -1.0, dtype=torch.float64, device=x.device)
         grad = torch.zeros_like(x)
         target = y.clone()
@@ -327,7 +364,7 @@ class HotCold(_LineSearch):
 
     def _direction(self, x: Tensor, y: Tensor) -> Tensor:
         xg = x.detach().requires_grad_(True)
-        z = self.model(xg)
+        z = self._forward(xg)
         wrong = z.detach().clone()
         wrong.scatter_(1, y[:, None], -math.inf)
         hot = wrong.argmax(1)

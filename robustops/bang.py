@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustops._checks import check_label_shape
 from robustops.ops import bang as _ops
 
 __all__ = ["BANG", "BangRule", "LinearRule", "ConvRule", "register_rule", "rule_for",
@@ -217,12 +218,23 @@ for _conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
 
 
 def misclassified(logits: Tensor, targets: Tensor) -> Tensor:
-    """The bool mask of samples whose top-scoring class is not the target."""
+    """The bool mask of samples whose top-scoring class is not the target.
+
+    ``targets`` must be int64 class labels [N]; their range is not checked (that would
+    synchronize with the device at every training step): a label outside [0, classes)
+    simply marks its sample misclassified."""
+    return _misclassified("misclassified", logits, targets)
+
+
+def _misclassified(fn: str, logits: Tensor, targets: Tensor) -> Tensor:
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{fn}: argument 'logits' must be a Tensor, got {type(logits).__name__}")
     if logits.dim() != 2:
-        raise ValueError(f"misclassified: argument 'logits' must have shape [N, classes], got {tuple(logits.shape)}")
-    if targets.shape != (logits.shape[0],):
-        raise ValueError(f"misclassified: argument 'targets' must have shape ({logits.shape[0]},), "
+        raise ValueError(f"{fn}: argument 'logits' must have shape [N, classes], got {tuple(logits.shape)}")
+    if isinstance(targets, Tensor) and targets.shape != (logits.shape[0],):
+        raise ValueError(f"{fn}: argument 'targets' must have shape ({logits.shape[0]},), "
                          f"got {tuple(targets.shape)}")
+    check_label_shape(fn, targets, logits.shape[0], name="targets")  # type and dtype; no device sync
     return logits.detach().argmax(1) != targets
 
 
@@ -367,7 +379,9 @@ class BANG:
         ratio: misclassified samples (see ``observe``) use ``ratio * eps``; the paper
             uses 1.0 (MNIST) and 0.5 (CIFAR-10).
         layers: the layers to apply BANG to, as names or modules; default: every
-            module that has a rule (Linear, Conv1d/2d/3d and registered types).
+            module that has a rule (Linear, Conv1d/2d/3d and registered types). A
+            model with no such module, or an empty ``layers``, is a ValueError (a
+            BANG that wraps nothing would silently train the plain model).
         overrides: {layer name: {"eps": ..., "beta": ...}} per-layer settings.
         process_group: under torch.distributed, the group to take the batch max
             over; "auto" (default) makes a group of all ranks when torch.distributed
@@ -390,7 +404,6 @@ class BANG:
         self._misclassified: Optional[Tensor] = None
         self._eps_cache: Dict[tuple, Tensor] = {}  # per step: (eps, ratio, n, device) -> eps_i
         self.layers: Dict[str, _Layer] = {}
-        self._process_group = self._resolve_group(process_group)
 
         names = {m: n for n, m in model.named_modules()}
         if layers is None:
@@ -407,6 +420,14 @@ class BANG:
                     chosen.append((names[spec], spec))
                 else:
                     raise ValueError(f"BANG: argument 'layers': {spec!r} is not a module of the model")
+        if not chosen:
+            # a BANG with no layer would change nothing: most likely not what was meant
+            if layers is not None:
+                raise ValueError("BANG: argument 'layers' must name at least one layer, got none")
+            wrapped = ", ".join(t.__name__ for t in _RULES)
+            raise ValueError(f"BANG: argument 'model' has no layer BANG can wrap (it wraps {wrapped} and "
+                             f"their subclasses; robustops.bang.register_rule adds a type), in a "
+                             f"{type(model).__name__}")
         for name, module in chosen:
             rule = rule_for(module)
             if rule is None:
@@ -420,6 +441,8 @@ class BANG:
             self.layers[name] = _Layer(self, name, module, rule)
         for name, settings in (overrides or {}).items():
             self.configure(name, **settings)
+        # after every check: "auto" may create a process group (a collective call)
+        self._process_group = self._resolve_group(process_group)
         for layer in self.layers.values():
             layer.module.forward = _bang_forward(layer)
 
@@ -455,7 +478,7 @@ class BANG:
             return None
         if targets is None:
             raise ValueError("BANG.observe: argument 'targets' is required with 'logits'")
-        self.set_misclassified(misclassified(logits, targets))
+        self.set_misclassified(_misclassified("BANG.observe", logits, targets))
         return self._misclassified
 
     def set_misclassified(self, mask: Optional[Tensor]) -> None:

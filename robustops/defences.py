@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustops._checks import check_floating, check_int, check_label_shape
 from robustops.attacks import Attack, CommitteeExample
+from robustops.nn.saf import RBF
 
 __all__ = ["fit", "adversarial_loss", "Committee", "train_committee", "with_dropout", "LowPassNoise",
            "DenoisingAutoencoder", "train_denoiser", "Preprocessed", "mean_training_batch",
@@ -53,14 +56,39 @@ def _progress(iterable, desc: str, progress: Optional[bool], total: Optional[int
                 disable=None if progress is None else not progress)
 
 
+def _last_leaf(model: nn.Module) -> nn.Module:
+    """The last module without children in model.modules() order (the model itself
+    when it has none): the output layer of a model that registers its layers in the
+    order it runs them."""
+    last = model
+    for m in model.modules():
+        if next(m.children(), None) is None:
+            last = m
+    return last
+
+
 def fit(model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, epochs: int = 1,
         loss: Optional[Callable[[nn.Module, Tensor, Tensor], Tensor]] = None, device=None,
         progress: Optional[bool] = None) -> List[float]:
     """Train ``model`` for ``epochs`` over ``loader`` (batches (x, y)) with
     ``loss(model, x, y)`` (default: cross-entropy of model(x)); returns the mean loss
-    of every epoch. The model is left in train mode."""
+    of every epoch. The model is left in train mode.
+
+    With the default loss, a model whose output layer is an RBF (robustops.nn.RBF, the
+    SAF networks' robust kinds) gets a UserWarning: cross-entropy on those outputs is
+    not the SAF paper's loss (robustops.nn.HybridLoss is). The output layer is taken
+    to be the last leaf module in ``model.modules()`` order, which is the last layer
+    of an nn.Sequential or of a model that registers its layers in forward order (as
+    the SAF networks do); pass ``loss`` to be explicit."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"robustops.defences.fit: argument 'model' must be an nn.Module, got {type(model).__name__}")
     if not (isinstance(epochs, int) and epochs >= 0):
         raise ValueError(f"robustops.defences.fit: argument 'epochs' must be an int >= 0, got {epochs!r}")
+    if loss is None and isinstance(_last_leaf(model), RBF):
+        warnings.warn("robustops.defences.fit: the model's output layer is an RBF (robustops.nn.RBF, outputs in "
+                      "[0, 1]) and the default loss is cross-entropy on those outputs, which is not what the SAF "
+                      "paper trains them with: pass its hybrid loss, robustops.nn.HybridLoss, e.g. "
+                      "loss=lambda m, x, y: robustops.nn.HybridLoss()(m(x), y)", UserWarning, stacklevel=2)
     loss = loss if loss is not None else (lambda m, x, y: F.cross_entropy(m(x), y))
     history = []
     for epoch in _progress(range(epochs), "epochs", progress, epochs):
@@ -277,6 +305,11 @@ def mean_training_batch(x: Tensor, y: Tensor, mean: Tensor, n_nonsense: int, noi
     training mean image (mean + noise * N(0, 1), clamped to [0, 1]) labelled
     ``nonsense_label`` (the index of the extra "nonsense" output the model must then
     have; e.g. 10 for a 10-class model with 11 outputs)."""
+    fn = "robustops.defences.mean_training_batch"
+    check_floating(fn, "x", x)
+    check_label_shape(fn, y, x.shape[0] if x.dim() else None)  # type, dtype, shape: no device sync
+    n_nonsense = check_int(fn, "n_nonsense", n_nonsense, 0)
+    nonsense_label = check_int(fn, "nonsense_label", nonsense_label)
     if mean.shape != x.shape[1:]:
         raise ValueError(f"robustops.defences.mean_training_batch: 'mean' must have shape {tuple(x.shape[1:])}, "
                          f"got {tuple(mean.shape)}")

@@ -33,3 +33,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The number of points the soundness attack on the bounds checked
+    (tests/bounds/test_soundness.py records them per test, also under xdist)."""
+    points = tests = failed = 0
+    for key in ("passed", "failed"):
+        for report in terminalreporter.stats.get(key, []):
+            if getattr(report, "when", "call") != "call":
+                continue
+            for name, value in getattr(report, "user_properties", []):
+                if name == "soundness_points":
+                    points += value
+                    tests += 1
+                    failed += key == "failed"
+    if tests:
+        terminalreporter.write_line(f"soundness of the bounds: {points:,} points checked by {tests} tests, "
+                                    f"{'no violations' if not failed else f'{failed} tests found violations'}")

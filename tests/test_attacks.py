@@ -205,9 +205,9 @@ def test_bad_input():
     y = torch.tensor([0, 1, 0])
     with pytest.raises(ValueError, match="argument 'x' must hold values in \\[0, 1\\]"):
         attacks.FGSM(model)(x * 3, y)
-    with pytest.raises(ValueError, match="argument 'y' must be an int64 tensor of shape \\[3\\]"):
+    with pytest.raises(ValueError, match="argument 'y' must have shape \\[3\\] \\(one label per sample\\)"):
         attacks.FGSM(model)(x, y[:2])
-    with pytest.raises(ValueError, match="argument 'y'"):
+    with pytest.raises(TypeError, match="argument 'y' must hold int64 class labels"):
         attacks.FGSM(model)(x, y.float())
     with pytest.raises(TypeError, match="argument 'x' must be a floating-point tensor"):
         attacks.FGSM(model)(x.int(), y)
@@ -223,3 +223,57 @@ def test_bad_input():
         attacks.FGSLineSearch(model, grid=0)
     with pytest.raises(TypeError, match="argument 'model' must be an nn.Module"):
         attacks.FGSM(lambda t: t)
+
+
+def _five_classes():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(4, 5))
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+@pytest.mark.parametrize("bad", [-1, 5, 7])
+def test_labels_out_of_the_models_range(name, bad):
+    # the model has 5 classes: a label of -1 would index from the end, 5 or more out of bounds
+    model = _five_classes()
+    x = torch.rand(3, 1, 2, 2)
+    y = torch.tensor([0, bad, 4])
+    lo, hi = min(0, bad), max(4, bad)
+    msg = rf"{name}: argument 'y' must hold class labels in \[0, 5\), got values in \[{lo}, {hi}\]"
+    with pytest.raises(ValueError, match=msg):
+        ATTACKS[name](model)(x, y)
+    with pytest.raises(ValueError, match=msg):
+        ATTACKS[name](model).evaluate(x, y)
+    # the labels in range still work
+    ATTACKS[name](model)(x, y.clamp(0, 4))
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_label_types_and_model_output(name):
+    model = _five_classes()
+    x = torch.rand(3, 1, 2, 2)
+    y = torch.tensor([0, 1, 4])
+    with pytest.raises(TypeError, match=rf"{name}: argument 'y' must hold int64 class labels, got torch.float32"):
+        ATTACKS[name](model)(x, y.float())
+    with pytest.raises(TypeError, match=rf"{name}: argument 'y' must hold int64 class labels, got torch.int32"):
+        ATTACKS[name](model)(x, y.int())
+    with pytest.raises(TypeError, match=rf"{name}: argument 'y' must be a Tensor of int64 class labels, got list"):
+        ATTACKS[name](model)(x, [0, 1, 4])
+    with pytest.raises(ValueError, match=rf"{name}: argument 'y' must have shape \[3\]"):
+        ATTACKS[name](model)(x, y[:, None])
+    with pytest.raises(TypeError, match=rf"{name}: argument 'x' must be a Tensor, got list"):
+        ATTACKS[name](model)(x.tolist(), y)
+    with pytest.raises(ValueError, match=rf"{name}: argument 'x' must have a batch dimension"):
+        ATTACKS[name](model)(torch.tensor(0.5), y)
+    # the model must give one row of class scores per sample
+    flat = nn.Sequential(model, nn.Flatten(0))
+    with pytest.raises(ValueError, match=rf"{name}: the model's output must have shape \[3, classes\].*got \(15,\)"):
+        ATTACKS[name](flat)(x, y)
+
+
+def test_pgd_without_steps_checks_the_labels_in_evaluate():
+    # no step, no forward in the attack itself: evaluate's prediction checks the labels
+    model = _five_classes()
+    x = torch.rand(3, 1, 2, 2)
+    atk = attacks.PGD(model, steps=0)
+    with pytest.raises(ValueError, match=r"PGD: argument 'y' must hold class labels in \[0, 5\)"):
+        atk.evaluate(x, torch.tensor([0, 9, 4]))

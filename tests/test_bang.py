@@ -368,3 +368,29 @@ def test_half_models_on_cuda(dtype):
     for name in got:
         assert got[name].dtype == dtype and torch.isfinite(got[name]).all()
         assert_close(got[name].float(), reference[name], rtol=0.05, atol=0.02 * reference[name].abs().max().item())
+
+
+def test_a_model_without_layers_bang_can_wrap():
+    for model in (nn.Sequential(nn.Flatten(), nn.ReLU()), nn.Identity(), nn.Sequential(nn.ConvTranspose2d(2, 2, 3))):
+        with pytest.raises(ValueError, match=r"BANG: argument 'model' has no layer BANG can wrap \(it wraps "
+                                             r"Linear, Conv1d, Conv2d, Conv3d"):
+            BANG(model)
+        assert "forward" not in vars(model)
+    with pytest.raises(ValueError, match="BANG: argument 'layers' must name at least one layer"):
+        BANG(_net(), layers=[])
+    assert all("forward" not in vars(m) for m in _net().modules())
+
+
+def test_misclassified_needs_integer_labels():
+    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0]])
+    assert robustops.bang.misclassified(logits, torch.tensor([0, 0])).tolist() == [False, True]
+    with pytest.raises(TypeError,
+                       match="misclassified: argument 'targets' must hold int64 class labels, got torch.float32"):
+        robustops.bang.misclassified(logits, torch.tensor([0.0, 0.0]))
+    with pytest.raises(TypeError,
+                       match="misclassified: argument 'targets' must be a Tensor of int64 class labels, got list"):
+        robustops.bang.misclassified(logits, [0, 0])
+    with pytest.raises(TypeError, match="misclassified: argument 'logits' must be a Tensor, got list"):
+        robustops.bang.misclassified(logits.tolist(), torch.tensor([0, 0]))
+    with pytest.raises(TypeError, match="BANG.observe: argument 'targets' must hold int64 class labels"):
+        BANG(_net()).observe(logits, torch.tensor([0.0, 0.0]))

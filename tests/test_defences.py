@@ -164,3 +164,53 @@ def test_mean_and_random_training_batches():
     assert torch.equal(same, x)
     moved, labels = defences.random_training_batch(x, y, delta=0.2, fraction=1.0, generator=g)
     assert torch.equal(labels, y) and (moved - x).abs().max() <= 0.2 + 1e-7 and not torch.equal(moved, x)
+
+
+def test_fit_warns_on_rbf_outputs_with_the_default_loss():
+    import warnings
+
+    from robustops.models.saf import lenet_saf
+    from robustops.nn import RBF, HybridLoss
+
+    x, y = _data(8)
+    loader = [(x, y)]
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3), RBF())
+    msg = r"robustops.defences.fit: the model's output layer is an RBF.*robustops.nn.HybridLoss"
+    with pytest.warns(UserWarning, match=msg):
+        defences.fit(net, loader, torch.optim.SGD(net.parameters(), 0.1), progress=False)
+    with pytest.warns(UserWarning, match=msg):
+        saf = lenet_saf("rbf", input_size=16, num_classes=3)
+        defences.fit(saf, [(torch.rand(2, 1, 16, 16), torch.tensor([0, 2]))],
+                     torch.optim.SGD(saf.parameters(), 0.1), epochs=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # with the model's own loss, or a plain output layer: no warning
+        defences.fit(net, loader, torch.optim.SGD(net.parameters(), 0.1), progress=False,
+                     loss=lambda m, xb, yb: HybridLoss()(m(xb), yb))
+        plain = lenet_saf("plain", input_size=16, num_classes=3)
+        defences.fit(plain, [], torch.optim.SGD(plain.parameters(), 0.1), progress=False)
+        # an RBF as a hidden activation is not the output layer
+        hidden = nn.Sequential(nn.Flatten(), nn.Linear(16, 3), RBF(), nn.Linear(3, 3))
+        defences.fit(hidden, loader, torch.optim.SGD(hidden.parameters(), 0.1), progress=False)
+
+
+def test_mean_training_batch_bad_arguments():
+    x, y = _data(8)
+    fn = "robustops.defences.mean_training_batch"
+    with pytest.raises(TypeError, match=f"{fn}: argument 'y' must hold int64 class labels, got torch.float32"):
+        defences.mean_training_batch(x, y.float(), x.mean(0), 5, nonsense_label=3)
+    with pytest.raises(ValueError, match=rf"{fn}: argument 'y' must have shape \[8\]"):
+        defences.mean_training_batch(x, y[:5], x.mean(0), 5, nonsense_label=3)
+    with pytest.raises(ValueError, match=f"{fn}: argument 'n_nonsense' must be >= 0, got -1"):
+        defences.mean_training_batch(x, y, x.mean(0), -1, nonsense_label=3)
+    with pytest.raises(TypeError, match=f"{fn}: argument 'n_nonsense' must be an int, got float"):
+        defences.mean_training_batch(x, y, x.mean(0), 2.0, nonsense_label=3)
+    with pytest.raises(TypeError, match=f"{fn}: argument 'nonsense_label' must be an int, got float"):
+        defences.mean_training_batch(x, y, x.mean(0), 2, nonsense_label=3.0)
+    xb, yb = defences.mean_training_batch(x, y, x.mean(0), 0, nonsense_label=3)
+    assert torch.equal(xb, x) and torch.equal(yb, y)
+
+
+def test_fit_needs_a_module():
+    with pytest.raises(TypeError, match="robustops.defences.fit: argument 'model' must be an nn.Module, got function"):
+        defences.fit(lambda t: t, [], torch.optim.SGD([torch.zeros(1, requires_grad=True)], 0.1))

@@ -16,7 +16,7 @@ relaxations (``relaxation``) are sound for ReLU (CROWN's adaptive lower slope),
 mReLU and the RBF: exact on their linear pieces, chord and tangent lines where the
 function is concave or convex on the whole interval, the interval's constant
 bounds otherwise. MaxPool2d has no relaxation here: CROWN-IBP rejects it (IBP
-handles it).
+handles it). A NaN anywhere (weights, statistics) gives NaN bounds, never finite ones.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustops._checks import check_floating, check_labels
 from robustops.bounds.ibp import BoundedModule, _bn_affine, input_interval, interval_through, specification
 from robustops.nn.saf import RBF, MReLU
 from robustops.ops.crown import crown_relax
@@ -143,8 +144,14 @@ def _affine_back(layer: nn.Module, a: Tensor, in_shape) -> Tuple[Tensor, Tensor]
 def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[float, Tensor],
                       lower=0.0, upper=1.0, beta: float = 1.0) -> Tensor:
     """Lower bounds of z_y - z_j (j != y): beta * CROWN-IBP + (1 - beta) * IBP."""
-    if not 0 <= beta <= 1:
-        raise ValueError(f"crown_ibp_margins: argument 'beta' must be in [0, 1], got {beta}")
+    fn = "crown_ibp_margins"
+    if not isinstance(bounded, BoundedModule):
+        raise TypeError(f"{fn}: argument 'bounded' must be a robustops.bounds.BoundedModule, got "
+                        f"{type(bounded).__name__}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
+        raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
+    check_floating(fn, "x", x)
+    check_labels(fn, y, x.shape[0], bounded.num_classes)
     c0, r0 = input_interval(x, eps, lower, upper)
     layers = [m for _, m in bounded.layers]
     fold = isinstance(layers[-1], nn.Linear)
@@ -164,6 +171,7 @@ def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[f
         d = spec.matmul(last.bias) if last.bias is not None else x.new_zeros(spec.shape[:2])
         ibp = torch.bmm(a, c.unsqueeze(-1)).squeeze(-1) + d - torch.bmm(a.abs(), r.unsqueeze(-1)).squeeze(-1)
     else:
+        check_labels(fn, y, x.shape[0], c.shape[1])
         spec = specification(y, c.shape[1]).to(x.dtype)
         a, d = spec, x.new_zeros(spec.shape[:2])
         lo_y = (c - r).gather(1, y[:, None])
@@ -184,4 +192,6 @@ def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[f
     a = a.reshape(n, a.shape[1], -1)
     # min over the box of A x: A+ l0 + A- u0 = A c0 - |A| r0
     crown = torch.bmm(a, c0.reshape(n, -1, 1)).squeeze(-1) - torch.bmm(a.abs(), r0.reshape(n, -1, 1)).squeeze(-1) + d
-    return beta * crown + (1 - beta) * ibp
+    # NaN in the IBP bounds (a NaN weight or statistic the backward pass may have
+    # multiplied by a zero slope) makes the mix NaN: never a finite certificate
+    return torch.where(torch.isnan(ibp), ibp, beta * crown + (1 - beta) * ibp)

@@ -22,6 +22,7 @@ SAF networks' RBF outputs) gets lo(z_y) - hi(z_j) from the output interval.
 
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Tuple, Union
 
 import torch
@@ -29,6 +30,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from robustops import ops
+from robustops._checks import check_floating, check_labels
 from robustops.nn.saf import RBF, MReLU
 
 __all__ = ["BoundedModule", "Interval", "input_interval", "specification"]
@@ -38,6 +40,13 @@ Interval = Tuple[Tensor, Tensor]  # (center, radius)
 _ACTIVATIONS = {nn.ReLU: ops.interval_relu, MReLU: ops.interval_mrelu, RBF: ops.interval_rbf}
 _SUPPORTED = (nn.Linear, nn.Conv2d, nn.ReLU, MReLU, RBF, nn.Flatten, nn.Identity, nn.Dropout,
               nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+# what to use instead of a tensor method or function in a bounded model's forward
+_HINTS = {**{m: " (use an nn.Flatten layer instead)" for m in ("flatten", "view", "reshape")},
+          **{f: " (use an nn.ReLU layer instead)" for f in ("relu", "relu_")},
+          "max_pool2d": " (use an nn.MaxPool2d layer instead)", "avg_pool2d": " (use an nn.AvgPool2d layer instead)",
+          "linear": " (use an nn.Linear layer instead)", "conv2d": " (use an nn.Conv2d layer instead)"}
 
 
 class _Tracer(torch.fx.Tracer):
@@ -63,9 +72,15 @@ def _chain(model: nn.Module) -> List[Tuple[str, nn.Module]]:
                                 "layer's output alone: only feed-forward chains are supported")
             layers.append((node.target, modules[node.target]))
             continue
-        what = (f"layer '{node.target}' ({type(modules[node.target]).__name__})" if node.op == "call_module"
-                else f"operation '{getattr(node.target, '__name__', node.target)}'")
-        raise TypeError(f"BoundedModule: unsupported {what}; supported layers: "
+        if node.op == "call_module":
+            what = f"layer '{node.target}' ({type(modules[node.target]).__name__})"
+        elif node.op == "call_method":
+            what = f"tensor method '.{node.target}()' in the model's forward"
+        else:
+            what = f"operation '{getattr(node.target, '__name__', node.target)}' in the model's forward"
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        hint = _HINTS.get(name, "")
+        raise TypeError(f"BoundedModule: unsupported {what}{hint}; supported layers: "
                         + ", ".join(t.__name__ for t in _SUPPORTED))
     return layers
 
@@ -88,17 +103,19 @@ def _channel_view(v: Tensor, dim: int) -> Tensor:
 
 def interval_through(layer: nn.Module, c: Tensor, r: Tensor) -> Interval:
     """The IBP image of (c, r) under one supported layer."""
+    # validate_args=False: radii are >= 0 by construction here (input_interval
+    # checks the ball, |W| r >= 0), and the kernels map a negative radius to NaN
     if isinstance(layer, nn.Linear):
-        return ops.interval_linear(c, r, layer.weight, layer.bias)
+        return ops.interval_linear(c, r, layer.weight, layer.bias, validate_args=False)
     if isinstance(layer, nn.Conv2d):
         if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
             raise TypeError("BoundedModule: Conv2d needs numeric zero padding, got "
                             f"padding={layer.padding!r}, padding_mode={layer.padding_mode!r}")
         return ops.interval_conv2d(c, r, layer.weight, layer.bias, layer.stride, layer.padding,
-                                   layer.dilation, layer.groups)
+                                   layer.dilation, layer.groups, validate_args=False)
     for kind, op in _ACTIVATIONS.items():
         if type(layer) is kind or isinstance(layer, kind):
-            return op(c, r)
+            return op(c, r, validate_args=False)
     if isinstance(layer, nn.Flatten):
         return layer(c), layer(r)
     if isinstance(layer, (nn.Identity, nn.Dropout)):
@@ -125,28 +142,122 @@ def specification(y: Tensor, num_classes: int) -> Tensor:
     return c[keep].reshape(n, num_classes - 1, num_classes)
 
 
+def _domain_bound(name: str, v, x: Tensor):
+    """lower / upper as a number, None, or a tensor broadcastable to x (a 1-D tensor of
+    x.shape[1] values is taken per channel/feature)."""
+    if v is None:
+        return None
+    if isinstance(v, Tensor):
+        if not v.is_floating_point():
+            v = v.to(x.dtype)
+        if v.dim() == 1 and x.dim() > 2 and v.shape[0] == x.shape[1]:
+            v = v.reshape((1, -1) + (1,) * (x.dim() - 2))  # one value per channel
+        try:
+            torch.broadcast_shapes(v.shape, x.shape)
+        except RuntimeError:
+            raise ValueError(f"input_interval: argument '{name}' must be a number, None, a tensor of "
+                             f"{x.shape[1]} values (one per channel) or one broadcastable to x "
+                             f"{list(x.shape)}, got shape {list(v.shape)}") from None
+        v = v.to(device=x.device, dtype=x.dtype)
+        if not torch.compiler.is_compiling() and bool(torch.isnan(v).any()):
+            raise ValueError(f"input_interval: argument '{name}' holds NaN")
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"input_interval: argument '{name}' must be a number, a tensor or None, "
+                        f"got {type(v).__name__}")
+    if v != v:
+        raise ValueError(f"input_interval: argument '{name}' must not be NaN")
+    return float(v)
+
+
+def _check_eps(eps, x: Tensor, fn: str = "input_interval"):
+    """eps as a float or a [N] tensor of x's dtype, with every value >= 0 (inf allowed:
+    the whole domain)."""
+    if isinstance(eps, Tensor):
+        if eps.dim() == 0:
+            eps = eps.reshape(1).expand(x.shape[0])
+        if eps.dim() != 1 or eps.shape[0] != x.shape[0]:
+            raise ValueError(f"{fn}: argument 'eps' must be a number or have shape ({x.shape[0]},) "
+                             f"(one radius per sample), got {tuple(eps.shape)}")
+        if not eps.is_floating_point():
+            eps = eps.to(x.dtype)
+        if not torch.compiler.is_compiling() and eps.numel() and not bool((eps >= 0).all()):
+            raise ValueError(f"{fn}: argument 'eps' (the radius) must be >= 0 (and not NaN), got values "
+                             f"in [{float(eps.min()):.4g}, {float(eps.max()):.4g}]")
+        return eps.to(device=x.device, dtype=x.dtype)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"{fn}: argument 'eps' must be a number or a tensor of one radius per sample, "
+                        f"got {type(eps).__name__}")
+    if not eps >= 0:
+        raise ValueError(f"{fn}: argument 'eps' (the radius) must be >= 0, got {eps}")
+    return float(eps)
+
+
 def input_interval(x: Tensor, eps: Union[float, Tensor], lower: Union[float, Tensor, None] = 0.0,
                    upper: Union[float, Tensor, None] = 1.0) -> Interval:
     """The L-inf ball of radius eps (a number, or one per sample) around x, clipped
-    to the input domain [lower, upper] (None: unbounded), as (center, radius)."""
+    to the input domain [lower, upper], as (center, radius).
+
+    ``lower`` and ``upper`` are numbers, None (unbounded), or tensors: one value per
+    channel (shape [C]) or any shape broadcastable to x. x must lie in the domain:
+    a ball around a point outside it, clipped to the domain, would be about other
+    points, so an x outside [lower, upper] (pixels in [0, 255], or normalized inputs
+    with the default domain [0, 1]) or holding NaN or inf is a ValueError naming the
+    observed range. For a model that normalizes its inputs, put the normalization in
+    the model as its first layer and pass x in [0, 1]; or pass the normalized
+    domain per channel, ((0 - mean) / std, (1 - mean) / std). The radius is never
+    negative."""
+    check_floating("input_interval", "x", x)
+    if x.dim() < 1:
+        raise ValueError("input_interval: argument 'x' must have a batch dimension, got a 0-d tensor")
+    eps = _check_eps(eps, x)
+    lower, upper = _domain_bound("lower", lower, x), _domain_bound("upper", upper, x)
+    if not torch.compiler.is_compiling():
+        if lower is not None and upper is not None and bool((torch.as_tensor(lower) > torch.as_tensor(upper)).any()):
+            raise ValueError("input_interval: the input domain has lower > upper")
+        _check_in_domain(x, lower, upper)
     if isinstance(eps, Tensor):
-        if eps.dim() != 1 or eps.shape[0] != x.shape[0]:
-            raise ValueError(f"BoundedModule: argument 'eps' must be a number or have shape ({x.shape[0]},), "
-                             f"got {tuple(eps.shape)}")
-        if not torch.compiler.is_compiling() and bool((eps < 0).any()):
-            raise ValueError("BoundedModule: argument 'eps' (the radius) must be >= 0")
-        eps = eps.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))
-    elif not eps >= 0:
-        raise ValueError(f"BoundedModule: argument 'eps' (the radius) must be >= 0, got {eps}")
+        eps = eps.reshape((-1,) + (1,) * (x.dim() - 1))
     lo, hi = x - eps, x + eps
     if lower is not None:
         lo = torch.clamp(lo, min=lower) if not isinstance(lower, Tensor) else torch.maximum(lo, lower)
     if upper is not None:
         hi = torch.clamp(hi, max=upper) if not isinstance(upper, Tensor) else torch.minimum(hi, upper)
-    if lower is not None and upper is not None and not torch.compiler.is_compiling():
-        if bool((torch.as_tensor(lower) > torch.as_tensor(upper)).any()):
-            raise ValueError("BoundedModule: the input domain has lower > upper")
     return (hi + lo) / 2, (hi - lo) / 2
+
+
+def _check_in_domain(x: Tensor, lower, upper) -> None:
+    """A ValueError unless every element of x is finite and in [lower, upper]."""
+    if x.numel() == 0:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(x))  # NaN propagates into both
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("input_interval: argument 'x' must be finite, got NaN or inf "
+                         f"(x lies in [{lo:.4g}, {hi:.4g}])")
+    if isinstance(lower, Tensor) or isinstance(upper, Tensor):
+        below = bool((x < lower).any()) if lower is not None else False
+        above = bool((x > upper).any()) if upper is not None else False
+        ok = not (below or above)
+        dom = (f"[{_range(lower)}, {_range(upper)}] (per element)")
+    else:
+        ok = (lower is None or lo >= lower) and (upper is None or hi <= upper)
+        dom = f"[{lower}, {upper}]"
+    if not ok:
+        raise ValueError(
+            f"input_interval: argument 'x' must lie in the input domain {dom} given by 'lower' and "
+            f"'upper', but x lies in [{lo:.4g}, {hi:.4g}]. A ball clipped to a domain that does not "
+            "hold x bounds other points than x's. Scale x to the domain (pixels / 255), pass the "
+            "domain of your inputs, or, for a model that normalizes its inputs, make the "
+            "normalization the model's first layer and give it inputs in [0, 1]")
+
+
+def _range(v) -> str:
+    if v is None:
+        return "None"
+    if not isinstance(v, Tensor):
+        return str(v)
+    lo, hi = (float(t) for t in torch.aminmax(v))
+    return f"{lo:.4g}" if lo == hi else f"{lo:.4g}..{hi:.4g}"
 
 
 class BoundedModule(nn.Module):
@@ -166,6 +277,11 @@ class BoundedModule(nn.Module):
             raise TypeError("BoundedModule: the model has no layers")
         self._fold = isinstance(self.layers[-1][1], nn.Linear)
 
+    @property
+    def num_classes(self) -> Optional[int]:
+        """K, when the model ends in a Linear layer (else known only from its output)."""
+        return self.layers[-1][1].out_features if self._fold else None
+
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
@@ -177,12 +293,13 @@ class BoundedModule(nn.Module):
 
     def ibp_margins(self, x: Tensor, y: Tensor, eps: Union[float, Tensor], lower=0.0, upper=1.0) -> Tensor:
         """IBP lower bounds of z_y - z_j for j != y over the ball: [N, K - 1]."""
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"BoundedModule: argument 'y' must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        check_floating("BoundedModule.ibp_margins", "x", x)
+        check_labels("BoundedModule.ibp_margins", y, x.shape[0], self.num_classes)
         c, r = input_interval(x, eps, lower, upper)
         if not self._fold:
             c, r = self.interval(c, r)
             n, k = c.shape
+            check_labels("BoundedModule.ibp_margins", y, x.shape[0], k)
             others = torch.ones(n, k, dtype=torch.bool, device=c.device)
             others[torch.arange(n, device=c.device), y] = False
             lo_y = (c - r).gather(1, y[:, None])

@@ -23,17 +23,34 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustops.bounds.crown import crown_ibp_margins
-from robustops.bounds.ibp import BoundedModule
+from robustops._checks import check_floating, check_label_shape, check_labels
+from robustops.bounds.ibp import BoundedModule, _check_eps
 
 __all__ = ["robust_cross_entropy", "subperturbation_weights", "certified_loss", "CertifiedLoss",
-           "verified_error", "clean_error", "linear_schedule", "smoothed_schedule"]
+           "verified_error", "verified", "clean_error", "linear_schedule", "smoothed_schedule"]
 
 
 def robust_cross_entropy(margins: Tensor, reduction: str = "mean") -> Tensor:
     """CE(-m, y): cross-entropy of the logits [0, -m_1, ..., -m_{K-1}] with target 0,
-    for margin lower bounds m [N, K - 1] (the true class's logit is 0)."""
+    for margin lower bounds m [N, K - 1] (the true class's logit is 0).
+
+    A sample with a non-finite margin (NaN, or an infinite bound) gets a NaN loss, so
+    that a broken bound is never mistaken for a small robust loss (a margin of +inf
+    alone would give 0): check the loss for NaN as for any training loss."""
+    check_floating("robust_cross_entropy", "margins", margins)
+    if margins.dim() != 2:
+        raise ValueError(f"robust_cross_entropy: argument 'margins' must have shape [N, K - 1], got "
+                         f"{list(margins.shape)}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"robust_cross_entropy: argument 'reduction' must be 'mean', 'sum' or 'none', "
+                         f"got {reduction!r}")
     logits = torch.cat([margins.new_zeros(margins.shape[0], 1), -margins], 1)
-    return F.cross_entropy(logits, margins.new_zeros(margins.shape[0], dtype=torch.long), reduction=reduction)
+    per_sample = F.cross_entropy(logits, margins.new_zeros(margins.shape[0], dtype=torch.long), reduction="none")
+    # + 0 where every margin is finite (the same bits), NaN where one is not
+    per_sample = per_sample + (margins - margins).sum(1)
+    if reduction == "none":
+        return per_sample
+    return per_sample.mean() if reduction == "mean" else per_sample.sum()
 
 
 def subperturbation_weights(n: int, kind: str = "gm", device=None) -> Tensor:
@@ -60,7 +77,7 @@ class CertifiedLoss:
     per_radius: Tensor     # CE(-m(x, r_i), y) for i = 1..N
 
 
-def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, *, n: int = 1,
+def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[float, Tensor], *, n: int = 1,
                    weights: str = "gm", kappa: float = 0.5, method: str = "ibp", beta: float = 1.0,
                    lower: Union[float, Tensor, None] = 0.0, upper: Union[float, Tensor, None] = 1.0,
                    logits: Optional[Tensor] = None) -> CertifiedLoss:
@@ -69,25 +86,44 @@ def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, *, 
     bound mixed with the IBP one: beta * CROWN + (1 - beta) * IBP). ``logits``
     (optional) are the model's outputs on x, if the caller has them already. With
     kappa = 0 the loss is Loss_rob alone and the clean forward pass is skipped
-    (``clean`` is then None unless ``logits`` are given)."""
-    if not eps >= 0:
-        raise ValueError(f"certified_loss: argument 'eps' must be >= 0, got {eps}")
-    if not 0 <= kappa <= 1:
-        raise ValueError(f"certified_loss: argument 'kappa' must be in [0, 1], got {kappa}")
+    (``clean`` is then None unless ``logits`` are given).
+
+    ``eps`` is a number or a tensor of one radius per sample (all >= 0); either way
+    all N radii of all samples go through the network in one batched pass. A
+    non-finite bound makes the loss NaN (see robust_cross_entropy); it is never
+    silently small."""
+    fn = "certified_loss"
+    if not isinstance(bounded, BoundedModule):
+        raise TypeError(f"{fn}: argument 'bounded' must be a robustops.bounds.BoundedModule, got "
+                        f"{type(bounded).__name__}")
+    check_floating(fn, "x", x)
+    check_labels(fn, y, x.shape[0], bounded.num_classes)
+    eps = _check_eps(eps, x, fn)
+    if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not 0 <= kappa <= 1:
+        raise ValueError(f"{fn}: argument 'kappa' must be a number in [0, 1], got {kappa!r}")
+    if method not in ("ibp", "crown-ibp"):
+        raise ValueError(f"{fn}: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
     c = subperturbation_weights(n, weights, device=x.device).to(x.dtype)
     if logits is None and kappa > 0:
         logits = bounded(x)
+    if logits is not None:
+        check_floating(fn, "logits", logits)
+        if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+            raise ValueError(f"{fn}: argument 'logits' must have shape [{x.shape[0]}, K], got {list(logits.shape)}")
+        check_labels(fn, y, x.shape[0], logits.shape[1])
     clean = F.cross_entropy(logits, y) if logits is not None else None
     b = x.shape[0]
-    # all radii in one pass: [r_1 x, ..., r_N x] stacked on the batch
-    radii = torch.arange(1, n + 1, dtype=x.dtype, device=x.device) * (eps / n)
+    # all radii in one pass: [r_1 x, ..., r_N x] stacked on the batch, r_i = i eps / N
+    steps = torch.arange(1, n + 1, dtype=x.dtype, device=x.device)
+    if isinstance(eps, Tensor):
+        radii = (steps[:, None] * (eps / n)[None, :]).reshape(-1)
+    else:
+        radii = (steps * (eps / n)).repeat_interleave(b)
     xs = x.repeat((n,) + (1,) * (x.dim() - 1))
     if method == "ibp":
-        margins = bounded.ibp_margins(xs, y.repeat(n), radii.repeat_interleave(b), lower, upper)
-    elif method == "crown-ibp":
-        margins = crown_ibp_margins(bounded, xs, y.repeat(n), radii.repeat_interleave(b), lower, upper, beta)
+        margins = bounded.ibp_margins(xs, y.repeat(n), radii, lower, upper)
     else:
-        raise ValueError(f"certified_loss: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
+        margins = crown_ibp_margins(bounded, xs, y.repeat(n), radii, lower, upper, beta)
     per_radius = robust_cross_entropy(margins, reduction="none").reshape(n, b).mean(1)
     robust = (c * per_radius).sum()
     loss = robust if kappa == 0 else kappa * clean + (1 - kappa) * robust
@@ -95,23 +131,37 @@ def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, *, 
 
 
 @torch.no_grad()
-def verified_error(bounded: BoundedModule, x: Tensor, y: Tensor, eps: float, lower=0.0, upper=1.0,
-                   method: str = "ibp") -> float:
-    """The fraction of samples not verified robust at eps by ``method`` ("ibp" or
-    "crown-ibp", with beta = 1): some margin lower bound is not positive (the clean
-    prediction counts: at eps = 0 this is the error)."""
+def verified_error(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[float, Tensor], lower=0.0,
+                   upper=1.0, method: str = "ibp") -> float:
+    """The fraction of samples not verified robust at eps (a number or one per
+    sample) by ``method`` ("ibp" or "crown-ibp", with beta = 1): a sample is verified
+    only when every margin lower bound is finite and positive (the clean prediction
+    counts: at eps = 0 this is the error). NaN or inf in a bound is never verified."""
+    if not isinstance(bounded, BoundedModule):
+        raise TypeError(f"verified_error: argument 'bounded' must be a robustops.bounds.BoundedModule, got "
+                        f"{type(bounded).__name__}")
     if method == "ibp":
         margins = bounded.ibp_margins(x, y, eps, lower, upper)
     elif method == "crown-ibp":
         margins = crown_ibp_margins(bounded, x, y, eps, lower, upper, 1.0)
     else:
         raise ValueError(f"verified_error: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
-    return (margins.amin(1) <= 0).float().mean().item()
+    return verified(margins).logical_not().float().mean().item()
+
+
+def verified(margins: Tensor) -> Tensor:
+    """[N] bool: whether every margin lower bound of the sample is finite and > 0."""
+    return (torch.isfinite(margins) & (margins > 0)).all(1)
 
 
 @torch.no_grad()
 def clean_error(model, x: Tensor, y: Tensor) -> float:
-    return (model(x).argmax(1) != y).float().mean().item()
+    """The fraction of samples whose argmax prediction is not their label."""
+    check_floating("clean_error", "x", x)
+    check_label_shape("clean_error", y, x.shape[0])
+    out = model(x)
+    check_labels("clean_error", y, x.shape[0], out.shape[1])
+    return (out.argmax(1) != y).float().mean().item()
 
 
 def linear_schedule(step: int, start: int, end: int, initial: float, final: float) -> float:

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 from torch import Tensor
 
+from robustops._checks import check_choice, check_dtype, check_int  # noqa: F401  (the loaders import them from here)
+
 __all__ = []
-
-
-def check_choice(fn: str, name: str, value, choices: tuple) -> str:
-    """value if it is one of the strings `choices`, else a ValueError naming `name`."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{fn}: argument '{name}' must be one of {choices}, got {value!r}")
-    return value
-
-
-def check_int(fn: str, name: str, value, minimum: int | None = None) -> int:
-    """value as an int: a TypeError for anything but an integer (bool included), a
-    ValueError when it is below `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{fn}: argument '{name}' must be an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{fn}: argument '{name}' must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def check_seed(fn: str, seed) -> torch.Generator:
@@ -35,13 +18,6 @@ def check_seed(fn: str, seed) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
     except (RuntimeError, ValueError, OverflowError) as e:  # outside the range of a 64-bit seed
         raise ValueError(f"{fn}: argument 'seed' must fit in 64 bits, got {seed}") from e
-
-
-def check_dtype(fn: str, dtype) -> torch.dtype:
-    """dtype if it is a floating-point torch.dtype, else a TypeError."""
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"{fn}: argument 'dtype' must be a floating-point torch.dtype, got {dtype!r}")
-    return dtype
 
 
 def check_images(fn: str, x) -> Tensor:

@@ -113,6 +113,7 @@ class ExperimentResult:
     plot: Optional[Callable[[Path], None]] = None  # writes the PNG to the given path
     settings: Dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    files: List[Path] = field(default_factory=list)  # what run() wrote (write_outputs' paths)
 
 
 def _strict(value):
@@ -128,15 +129,24 @@ def _strict(value):
 
 def write_outputs(result: ExperimentResult, out_dir) -> List[Path]:
     """NAME.md, NAME.json and (when the experiment has a plot and matplotlib is
-    installed) NAME.png in out_dir; returns the paths written."""
+    installed) NAME.png in out_dir; returns the paths written.
+
+    A tiny run (settings scale "tiny") is a smoke test: NAME.md says so instead of a
+    verdict, and NAME.json has "smoke_test": true and "holds": null (the result object
+    keeps what the experiment computed)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / f"{result.name}.md"
-    verdict = {True: "holds in this run", False: "does not hold in this run", None: "not judged"}[result.holds]
+    smoke = result.settings.get("scale") == "tiny"
+    if smoke:
+        verdict = "not judged: a --tiny run is a smoke test (a few batches) and judges nothing"
+    else:
+        verdict = {True: "holds in this run", False: "does not hold in this run", None: "not judged"}[result.holds]
     md.write_text(f"# {result.name}\n\nClaim: {result.claim}\n\nDirection: {verdict}.\n\n{result.table}\n\n"
                   f"Settings: `{json.dumps(result.settings)}`; {result.seconds:.1f} s.\n")
     js = out / f"{result.name}.json"
-    record = {"name": result.name, "claim": result.claim, "holds": result.holds, "settings": result.settings,
+    record = {"name": result.name, "claim": result.claim, "smoke_test": smoke,
+              "holds": None if smoke else result.holds, "settings": result.settings,
               "seconds": result.seconds,
               "environment": {"torch": torch.__version__, "python": platform.python_version(),
                               "machine": platform.machine(), "cpus": os.cpu_count()},
@@ -148,7 +158,7 @@ def write_outputs(result: ExperimentResult, out_dir) -> List[Path]:
             import matplotlib
 
             matplotlib.use("Agg")
-        except ImportError:  # pragma: no cover - matplotlib is an optional extra
+        except ImportError:  # matplotlib is an optional extra (robustops[plot]): no PNG
             return paths
         png = out / f"{result.name}.png"
         result.plot(png)
@@ -178,5 +188,5 @@ def run(name: str, settings: Optional[Settings] = None) -> ExperimentResult:
         torch.set_num_threads(threads)
     result.seconds = time.perf_counter() - start
     result.settings = asdict(settings)
-    write_outputs(result, settings.out)
+    result.files = write_outputs(result, settings.out)
     return result

@@ -16,12 +16,14 @@ equivariance holds only approximately (the tests show the failure).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustops._checks import check_floating, check_int
 from robustops.ops import p4 as _p4
 from robustops.ops import spp as _spp
 
@@ -29,14 +31,25 @@ __all__ = ["P4ConvZ2", "P4ConvP4", "P4Pool", "P4MaxPool2d", "P4AvgPool2d", "P4Ba
            "SpatialPyramidPool", "P4SpatialPyramidPool"]
 
 
-def _square(name: str, cls: str, v) -> int:
-    if isinstance(v, int):
-        return v
-    v = tuple(v)
-    if len(v) == 2 and all(isinstance(i, int) for i in v) and v[0] == v[1]:
-        return v[0]
-    raise ValueError(f"{cls}: argument '{name}' must be an int or two equal ints (p4 needs square kernels "
-                     f"and symmetric settings), got {v}")
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _square(name: str, cls: str, v, minimum: int) -> int:
+    """An int >= minimum, or a pair of two equal ones: a TypeError for anything but
+    ints, a ValueError for two different ones or a value below minimum."""
+    if not _is_int(v):
+        if not (isinstance(v, (tuple, list)) and all(_is_int(i) for i in v)):
+            raise TypeError(f"{cls}: argument '{name}' must be an int or two equal ints, got "
+                            f"{type(v).__name__} {v!r}")
+        v = tuple(v)
+        if len(v) != 2 or v[0] != v[1]:
+            raise ValueError(f"{cls}: argument '{name}' must be an int or two equal ints (p4 needs square kernels "
+                             f"and symmetric settings), got {v}")
+        v = v[0]
+    if v < minimum:
+        raise ValueError(f"{cls}: argument '{name}' must be >= {minimum}, got {int(v)}")
+    return int(v)
 
 
 class _CachedFilter(torch.autograd.Function):
@@ -60,14 +73,13 @@ class _P4Conv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  bias: bool = True, device=None, dtype=None):
         super().__init__()
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not (isinstance(v, int) and v >= 1):
-                raise ValueError(f"{self._cls}: argument '{name}' must be a positive int, got {v!r}")
+        in_channels = check_int(self._cls, "in_channels", in_channels, 1)
+        out_channels = check_int(self._cls, "out_channels", out_channels, 1)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _square("kernel_size", self._cls, kernel_size)
-        self.stride = _square("stride", self._cls, stride)
-        self.padding = _square("padding", self._cls, padding)
-        self.dilation = _square("dilation", self._cls, dilation)
+        self.kernel_size = _square("kernel_size", self._cls, kernel_size, 1)
+        self.stride = _square("stride", self._cls, stride, 1)
+        self.padding = _square("padding", self._cls, padding, 0)
+        self.dilation = _square("dilation", self._cls, dilation, 1)
         k, s = self.kernel_size, self.in_rotations
         factory = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, s, k, k, **factory))
@@ -116,6 +128,7 @@ class _P4Conv(nn.Module):
         return cache[0]
 
     def _check(self, x: Tensor) -> None:
+        check_floating(self._cls, "x", x)
         want = 4 if self.in_rotations == 1 else 5
         shape = "[B, C, H, W]" if want == 4 else "[B, C, 4, H, W]"
         if x.dim() != want or (want == 5 and x.shape[2] != 4):
@@ -150,7 +163,8 @@ class P4ConvP4(_P4Conv):
     _cls = "P4ConvP4"
 
 
-def _p4_input(cls: str, x: Tensor) -> None:
+def _p4_input(cls: str, x: Tensor, name: str = "x") -> None:
+    check_floating(cls, name, x)
     if x.dim() != 5 or x.shape[2] != 4:
         raise ValueError(f"{cls}: the input must be a p4 feature map [B, C, 4, H, W], got {tuple(x.shape)}")
 
@@ -179,9 +193,12 @@ class _P4SpatialPool(nn.Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = _square("kernel_size", self._cls, kernel_size)
-        self.stride = _square("stride", self._cls, stride if stride is not None else kernel_size)
-        self.padding = _square("padding", self._cls, padding)
+        self.kernel_size = _square("kernel_size", self._cls, kernel_size, 1)
+        self.stride = _square("stride", self._cls, stride if stride is not None else kernel_size, 1)
+        self.padding = _square("padding", self._cls, padding, 0)
+        if self.padding > self.kernel_size // 2:
+            raise ValueError(f"{self._cls}: argument 'padding' must be at most half of 'kernel_size' "
+                             f"({self.kernel_size // 2}), got {self.padding}")
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -210,7 +227,10 @@ class P4BatchNorm(nn.BatchNorm3d):
     equivariant: nn.BatchNorm3d over (B, 4, H, W)."""
 
     def _check_input_dim(self, x: Tensor) -> None:
-        _p4_input("P4BatchNorm", x)
+        _p4_input("P4BatchNorm", x, "input")  # the name of nn.BatchNorm3d.forward's argument
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"P4BatchNorm: the input has {x.shape[1]} channels, expected num_features="
+                             f"{self.num_features}")
 
 
 def _levels(cls: str, levels) -> Tuple[int, ...]:
@@ -239,6 +259,7 @@ class SpatialPyramidPool(nn.Module):
         return channels * sum(n * n for n in self.levels)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_floating("SpatialPyramidPool", "x", x)  # the op checks the rest, naming itself
         return _spp.spatial_pyramid_pool(x, self.levels, self.mode)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from robustops._checks import check_floating, check_labels
 from robustops.ops import saf as _ops
 
 __all__ = ["MReLU", "RBF", "HybridLoss"]
@@ -46,8 +47,9 @@ class HybridLoss(nn.Module):
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``, as in torch's losses.
 
     Shape:
-        input: (N, C) RBF outputs; target: (N,) class indices in [0, C);
-        output: scalar, or (N,) with ``reduction="none"``.
+        input: (N, C) RBF outputs, floating point; target: (N,) integer class
+        indices in [0, C) (a ValueError otherwise); output: scalar, or (N,) with
+        ``reduction="none"``.
     """
 
     def __init__(self, a1: float = 1.0, a2: float = 1.0, a3: float = 0.0, p: float = 2.0,
@@ -69,12 +71,14 @@ class HybridLoss(nn.Module):
         return f"a1={self.a1}, a2={self.a2}, a3={self.a3}, p={self.p}, reduction={self.reduction!r}"
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        check_floating("HybridLoss", "input", input)
         if input.dim() != 2:
             raise ValueError(
                 f"HybridLoss: argument 'input' must have shape (N, C), got {tuple(input.shape)}"
             )
-        if not input.is_floating_point():
-            raise TypeError(f"HybridLoss: argument 'input' must be floating point, got {input.dtype}")
+        if not isinstance(target, Tensor):
+            raise TypeError(f"HybridLoss: argument 'target' must be a Tensor of class indices, "
+                            f"got {type(target).__name__}")
         if target.dim() != 1 or target.shape[0] != input.shape[0]:
             raise ValueError(
                 f"HybridLoss: argument 'target' must have shape ({input.shape[0]},), "
@@ -82,7 +86,9 @@ class HybridLoss(nn.Module):
             )
         if target.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16, torch.int8):
             raise TypeError(f"HybridLoss: argument 'target' must hold class indices, got {target.dtype}")
-        target = target.long()
+        # in [0, C): a negative index would be taken from the end, one >= C is out of bounds
+        # (one synchronization with the device per call; skipped while torch.compile traces)
+        target = check_labels("HybridLoss", target.long(), input.shape[0], input.shape[1], name="target")
         y_l = input.gather(1, target[:, None]).squeeze(1)
         loss = input.new_zeros(input.shape[0])
         if self.a1:

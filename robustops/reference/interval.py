@@ -11,7 +11,8 @@ The activations map it to the exact image [lo, hi]:
                            hi = f(0) if l <= 0 <= u else max(f(l), f(u))
 
 Gradients flow through the endpoint that attains lo or hi (ties go to l), none
-through the constant f(0).
+through the constant f(0). An interval with a NaN endpoint, or a negative radius,
+maps to (NaN, NaN).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def interval_image(f: Callable[[Tensor], Tensor], center: Tensor, radius: Tensor
         hi = torch.where((l <= 0) & (u >= 0), peak, torch.where(fl > fu, fl, fu))
     else:
         lo, hi = fl, fu
-    return (hi + lo) * 0.5, (hi - lo) * 0.5
+    # NaN in, NaN out: no image for a NaN endpoint or a negative (or NaN) radius
+    bad = torch.isnan(fl) | torch.isnan(fu) | ~(radius >= 0)
+    nan = torch.full((), float("nan"), dtype=center.dtype, device=center.device)
+    return torch.where(bad, nan, (hi + lo) * 0.5), torch.where(bad, nan, (hi - lo) * 0.5)
 
 
 def interval_relu(center: Tensor, radius: Tensor) -> Interval:

@@ -134,5 +134,5 @@ def test_maxpool_is_rejected_by_crown():
     x, y = _data()
     with pytest.raises(TypeError, match="MaxPool2d has no linear relaxation"):
         crown_ibp_margins(BoundedModule(net), x, y, 0.01)
-    with pytest.raises(ValueError, match="'beta' must be in"):
+    with pytest.raises(ValueError, match="'beta' must be a number in"):
         crown_ibp_margins(BoundedModule(_crown_nets()["mlp-bn1d"]), x, y, 0.01, beta=1.5)

@@ -10,7 +10,8 @@ from torch import nn
 from torch.testing import assert_close
 
 import robustops
-from robustops.bounds import BoundedModule, certified_loss, input_interval
+from robustops.bounds import (BoundedModule, certified_loss, clean_error, crown_ibp_margins, input_interval,
+                              verified_error)
 from robustops.reference import bounds as ref
 
 F64 = dict(rtol=1e-10, atol=1e-10)
@@ -157,7 +158,7 @@ def test_bad_input():
         bounded.ibp_margins(x, y, torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="lower > upper"):
         bounded.ibp_margins(x, y, 0.1, lower=1.0, upper=0.0)
-    with pytest.raises(ValueError, match=r"'y' must have shape \(6,\)"):
+    with pytest.raises(ValueError, match=r"'y' must have shape \[6\]"):
         bounded.ibp_margins(x, y[:3], 0.1)
     with pytest.raises(TypeError, match=r"unsupported layer '1' \(Tanh\)"):
         BoundedModule(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 2)))
@@ -172,7 +173,141 @@ def test_bad_input():
 
     with pytest.raises(TypeError, match="unsupported operation 'add'"):
         BoundedModule(Residual())
-    with pytest.raises(ValueError, match="'kappa' must be in"):
+    with pytest.raises(ValueError, match="'kappa' must be a number in"):
         certified_loss(bounded, x, y, 0.1, kappa=2.0)
     with pytest.raises(ValueError, match="'kind' must be 'gm' or 'uniform'"):
         certified_loss(bounded, x, y, 0.1, weights="exp")
+
+
+# ---------------------------------------------------------------- bounds that cannot lie
+
+
+def _mlp_and_data():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(2 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 6)).double().eval()
+    x, y = _data(32)
+    return net, x, y
+
+
+def test_inputs_outside_the_domain_are_refused():
+    """x * 255 with the default domain [0, 1] was 'verified' (error 0.0) on a model
+    whose clean error is high: the clipped ball was about other points."""
+    net, x, y = _mlp_and_data()
+    bounded = BoundedModule(net)
+    for fn in (lambda a: verified_error(bounded, a, y, 0.01),
+               lambda a: verified_error(bounded, a, y, 0.01, method="crown-ibp"),
+               lambda a: certified_loss(bounded, a, y, 0.01),
+               lambda a: bounded.ibp_margins(a, y, 0.01),
+               lambda a: input_interval(a, 0.01)):
+        with pytest.raises(ValueError, match=r"'x' must lie in the input domain \[0.0, 1.0\].*x lies in \[0.0569, 254.9\]"):
+            fn(x * 255)
+    # normalized inputs with the default domain: refused too
+    mean, std = torch.tensor([0.4, 0.5], dtype=torch.float64), torch.tensor([0.2, 0.3], dtype=torch.float64)
+    xn = (x - mean[:, None, None]) / std[:, None, None]
+    with pytest.raises(ValueError, match="'x' must lie in the input domain"):
+        verified_error(bounded, xn, y, 0.01)
+
+
+def test_normalized_inputs_with_their_domain_per_channel():
+    """The normalized domain per channel certifies the same points as the
+    normalization inside the model on inputs in [0, 1]."""
+    net, x, y = _mlp_and_data()
+    mean, std = torch.tensor([0.4, 0.5], dtype=torch.float64), torch.tensor([0.2, 0.3], dtype=torch.float64)
+    xn = (x - mean[:, None, None]) / std[:, None, None]
+    lower, upper = (0 - mean) / std, (1 - mean) / std
+    eps = 0.02
+    # the radius of the normalized ball is eps / std per channel: one sample at a time
+    # is a per-element domain; compare with the normalization as the model's first layer
+    norm = nn.Conv2d(2, 2, 1, groups=2).double()
+    with torch.no_grad():
+        norm.weight.copy_((1 / std).reshape(2, 1, 1, 1))
+        norm.bias.copy_(-mean / std)
+    inside = BoundedModule(nn.Sequential(norm, *net).eval())
+    torch.testing.assert_close(inside(x), net(xn))
+    clean = clean_error(net, xn, y)
+    for method in ("ibp", "crown-ibp"):
+        per_channel = verified_error(BoundedModule(net), xn, y, 0.0, lower, upper, method=method)
+        assert per_channel == clean
+        assert verified_error(inside, x, y, eps, method=method) >= clean
+    c, r = input_interval(xn, 0.5, lower, upper)
+    lo, hi = c - r, c + r
+    assert (lo >= lower[:, None, None] - 1e-12).all() and (hi <= upper[:, None, None] + 1e-12).all()
+    assert (r >= 0).all()
+    with pytest.raises(ValueError, match="'lower' must be a number, None, a tensor of 2 values"):
+        input_interval(xn, 0.1, torch.zeros(3, dtype=torch.float64), 1.0)
+
+
+def test_nan_in_the_last_layer_is_never_verified():
+    net, x, y = _mlp_and_data()
+    with torch.no_grad():
+        net[-1].weight[0, 0] = float("nan")
+    bounded = BoundedModule(net)
+    for method in ("ibp", "crown-ibp"):
+        assert verified_error(bounded, x, y, 0.0, method=method) == 1.0
+        assert verified_error(bounded, x, y, 0.01, method=method) == 1.0
+    assert torch.isnan(certified_loss(bounded, x, y, 0.01, kappa=0).loss)
+
+
+def test_per_sample_eps_in_the_certified_loss():
+    """One radius per sample, as the README documents: the same loss as the samples
+    one at a time, in one batched pass."""
+    net, x, y = _mlp_and_data()
+    bounded = BoundedModule(net)
+    eps = torch.linspace(0, 0.05, len(x), dtype=torch.float64)
+    for method in ("ibp", "crown-ibp"):
+        out = certified_loss(bounded, x, y, eps, n=3, kappa=0.0, method=method)
+        per = [certified_loss(bounded, x[i:i + 1], y[i:i + 1], float(eps[i]), n=3, kappa=0.0, method=method)
+               for i in range(len(x))]
+        torch.testing.assert_close(out.per_radius, torch.stack([p.per_radius for p in per]).mean(0))
+        same = certified_loss(bounded, x, y, torch.full((len(x),), 0.03, dtype=torch.float64), n=3, kappa=0.5,
+                              method=method)
+        torch.testing.assert_close(same.loss, certified_loss(bounded, x, y, 0.03, n=3, kappa=0.5, method=method).loss)
+    with pytest.raises(ValueError, match="'eps' .* must be >= 0"):
+        certified_loss(bounded, x, y, -eps)
+    with pytest.raises(ValueError, match="'eps' must be a number or have shape"):
+        certified_loss(bounded, x, y, eps[:3])
+
+
+@pytest.mark.parametrize("entry", ["ibp_margins", "crown", "verified_error", "certified_loss", "clean_error"])
+def test_labels_are_checked(entry):
+    net, x, y = _mlp_and_data()
+    bounded = BoundedModule(net)
+    call = {"ibp_margins": lambda t: bounded.ibp_margins(x, t, 0.01),
+            "crown": lambda t: crown_ibp_margins(bounded, x, t, 0.01),
+            "verified_error": lambda t: verified_error(bounded, x, t, 0.01),
+            "certified_loss": lambda t: certified_loss(bounded, x, t, 0.01, kappa=0.0),
+            "clean_error": lambda t: clean_error(net, x, t)}[entry]
+    for bad in (-1, 6, 100):
+        t = y.clone()
+        t[3] = bad
+        with pytest.raises(ValueError, match=r"argument 'y' must hold class labels in \[0, 6\)"):
+            call(t)
+    with pytest.raises(TypeError, match="argument 'y' must hold int64 class labels"):
+        call(y.double())
+    with pytest.raises(ValueError, match=r"argument 'y' must have shape \[32\]"):
+        call(y[:5])
+
+
+def test_labels_of_a_model_with_rbf_outputs_are_checked():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(2 * 8 * 8, 4), robustops.nn.RBF()).double().eval()
+    x, _ = _data(5)
+    bounded = BoundedModule(net)
+    y = torch.tensor([0, 1, 2, 3, 4])
+    with pytest.raises(ValueError, match=r"'y' must hold class labels in \[0, 4\)"):
+        bounded.ibp_margins(x, y, 0.01)
+    with pytest.raises(ValueError, match=r"'y' must hold class labels in \[0, 4\)"):
+        crown_ibp_margins(bounded, x, y, 0.01)
+
+
+def test_a_tensor_method_in_forward_is_named():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2 * 8 * 8, 3)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    with pytest.raises(TypeError, match=r"tensor method '\.flatten\(\)'.*use an nn\.Flatten layer instead"):
+        BoundedModule(Net())

@@ -388,9 +388,9 @@ def test_conv_bad_input():
             cls(3, 4, 3, padding=(1, 0))
         with pytest.raises(ValueError, match=f"{name}: argument 'dilation'"):
             cls(3, 4, 3, dilation=(2, 1))
-        with pytest.raises(ValueError, match=f"{name}: argument 'in_channels' must be a positive int"):
+        with pytest.raises(ValueError, match=f"{name}: argument 'in_channels' must be >= 1, got 0"):
             cls(0, 4, 3)
-        with pytest.raises(ValueError, match=f"{name}: argument 'out_channels' must be a positive int"):
+        with pytest.raises(TypeError, match=f"{name}: argument 'out_channels' must be an int, got float"):
             cls(3, 2.0, 3)
     # equal pairs are fine
     layer = P4ConvP4(3, 4, (3, 3), stride=(2, 2), padding=[1, 1])
@@ -747,3 +747,60 @@ def test_p4_spp_bad_input():
     with pytest.raises(ValueError, match="P4SpatialPyramidPool: argument 'mode'"):
         P4SpatialPyramidPool(mode="sum")
     assert set(head.state_dict().keys()) == set()  # the orbit tables are not persistent
+
+
+def test_layer_arguments_must_be_positive_ints():
+    for cls in (P4ConvZ2, P4ConvP4):
+        name = cls.__name__
+        for k in (0, -1, (0, 0)):
+            with pytest.raises(ValueError, match=f"{name}: argument 'kernel_size' must be >= 1, got"):
+                cls(3, 4, k)
+        for k in (3.0, "3", None, True, (3.0, 3.0)):
+            with pytest.raises(TypeError, match=f"{name}: argument 'kernel_size' must be an int or two equal ints"):
+                cls(3, 4, k)
+        with pytest.raises(ValueError, match=f"{name}: argument 'stride' must be >= 1, got 0"):
+            cls(3, 4, 3, stride=0)
+        with pytest.raises(ValueError, match=f"{name}: argument 'padding' must be >= 0, got -1"):
+            cls(3, 4, 3, padding=-1)
+        with pytest.raises(ValueError, match=f"{name}: argument 'dilation' must be >= 1, got 0"):
+            cls(3, 4, 3, dilation=(0, 0))
+        with pytest.raises(TypeError, match=f"{name}: argument 'stride' must be an int or two equal ints"):
+            cls(3, 4, 3, stride=1.5)
+        with pytest.raises(ValueError, match=f"{name}: argument 'out_channels' must be >= 1, got -2"):
+            cls(3, -2, 3)
+        with pytest.raises(TypeError, match=f"{name}: argument 'in_channels' must be an int, got float"):
+            cls(3.0, 4, 3)
+    for cls in (P4MaxPool2d, P4AvgPool2d):
+        name = cls.__name__
+        with pytest.raises(ValueError, match=f"{name}: argument 'kernel_size' must be >= 1, got 0"):
+            cls(0)
+        with pytest.raises(TypeError, match=f"{name}: argument 'kernel_size' must be an int or two equal ints"):
+            cls(2.0)
+        with pytest.raises(ValueError, match=f"{name}: argument 'stride' must be >= 1, got 0"):
+            cls(2, 0)
+        with pytest.raises(ValueError, match=f"{name}: argument 'padding' must be >= 0, got -1"):
+            cls(2, 2, -1)
+        with pytest.raises(ValueError, match=f"{name}: argument 'padding' must be at most half of "
+                                             "'kernel_size' \\(1\\), got 2"):
+            cls(3, 1, 2)
+    # numpy-style integers are ints
+    import numpy as np
+    assert P4ConvZ2(np.int64(3), 4, np.int64(3)).kernel_size == 3
+
+
+def test_layers_reject_integer_and_non_tensor_input():
+    x = torch.ones(2, 3, 4, 6, 6, dtype=torch.long)
+    layers = {"P4ConvZ2": (P4ConvZ2(3, 4, 3), x[:, :, 0]), "P4ConvP4": (P4ConvP4(3, 4, 3), x),
+              "P4Pool": (P4Pool(), x), "P4MaxPool2d": (P4MaxPool2d(2), x), "P4AvgPool2d": (P4AvgPool2d(2), x),
+              "P4SpatialPyramidPool": (P4SpatialPyramidPool(), x),
+              "SpatialPyramidPool": (SpatialPyramidPool(), x[:, :, 0])}
+    for name, (layer, inp) in layers.items():
+        with pytest.raises(TypeError, match=f"^{name}: argument 'x' must be a floating-point tensor, got torch.int64"):
+            layer(inp)
+        with pytest.raises(TypeError, match=f"^{name}: argument 'x' must be a Tensor, got list"):
+            layer(inp.tolist())
+    with pytest.raises(TypeError,
+                       match="^P4BatchNorm: argument 'input' must be a floating-point tensor, got torch.int64"):
+        P4BatchNorm(3)(x)
+    with pytest.raises(ValueError, match="^P4BatchNorm: the input has 5 channels, expected num_features=3"):
+        P4BatchNorm(3)(torch.ones(2, 5, 4, 6, 6))

@@ -73,3 +73,29 @@ def test_hybrid_loss_bad_arguments():
     with pytest.raises(TypeError, match="'target' must hold class indices"):
         loss(torch.rand(3, 4), torch.rand(3))
     assert "a1=1.0" in repr(loss)
+
+
+def test_hybrid_loss_bad_labels():
+    loss = HybridLoss()
+    y = torch.rand(3, 4)
+    # a negative label would index from the end, one >= C out of bounds
+    for bad, lo, hi in ((-1, -1, 2), (4, 0, 4), (9, 0, 9)):
+        for dtype in (torch.int64, torch.int32):
+            target = torch.tensor([0, bad, 2], dtype=dtype)
+            with pytest.raises(ValueError, match=rf"HybridLoss: argument 'target' must hold class labels in "
+                                                 rf"\[0, 4\), got values in \[{lo}, {hi}\]"):
+                loss(y, target)
+    with pytest.raises(TypeError, match="HybridLoss: argument 'target' must hold class indices, got torch.float32"):
+        loss(y, torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(TypeError, match="HybridLoss: argument 'target' must hold class indices, got torch.bool"):
+        loss(y, torch.tensor([True, False, True]))
+    with pytest.raises(TypeError, match="HybridLoss: argument 'target' must be a Tensor of class indices, got list"):
+        loss(y, [0, 1, 2])
+    with pytest.raises(ValueError, match=r"HybridLoss: argument 'target' must have shape \(3,\), got \(3, 1\)"):
+        loss(y, torch.tensor([[0], [1], [2]]))
+    with pytest.raises(TypeError, match="HybridLoss: argument 'input' must be a Tensor, got list"):
+        loss(y.tolist(), torch.tensor([0, 1, 2]))
+    with pytest.raises(TypeError, match="HybridLoss: argument 'input' must be a floating-point tensor"):
+        loss(y.long(), torch.tensor([0, 1, 2]))
+    # in range, any integer dtype: the same loss
+    assert_close(loss(y, torch.tensor([0, 3, 2], dtype=torch.uint8)), loss(y, torch.tensor([0, 3, 2])))

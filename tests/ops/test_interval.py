@@ -188,3 +188,50 @@ def test_interval_layers_bad_input():
     with pytest.raises(ValueError, match="'padding' must be an int or two ints"):
         robustops.ops.interval_conv2d(torch.randn(1, 2, 5, 5), torch.rand(1, 2, 5, 5), torch.randn(3, 2, 3, 3),
                                       padding="same")
+
+
+def _nan_cases(dtype, device):
+    nan, inf = float("nan"), float("inf")
+    c = torch.tensor([nan, 0.5, nan, -0.5, 2.0, 0.0, 0.3, -2.0, 0.0], dtype=dtype, device=device)
+    r = torch.tensor([0.1, nan, nan, 0.5, 0.1, inf, 0.0, 0.5, 0.2], dtype=dtype, device=device)
+    return c, r
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("name", OPS)
+def test_nan_propagates(name, dtype, device):
+    """NaN in, NaN out: an interval with a NaN center or radius has a NaN image, in
+    the kernels and the reference (interval_relu(NaN, NaN) was (0, 0))."""
+    c, r = _nan_cases(dtype, device)
+    for impl in (getattr(robustops.ops, name), getattr(ref, name)):
+        oc, orr = impl(c, r)
+        assert torch.isnan(oc[:3]).all() and torch.isnan(orr[:3]).all(), impl
+        assert not torch.isnan(oc[3:]).any(), impl  # the finite intervals keep their images
+    # the interval ops of the layers: NaN spreads through the products
+    w = torch.ones(2, 9, dtype=dtype, device=device)
+    oc, orr = robustops.ops.interval_linear(c.nan_to_num(0.0), r.nan_to_num(0.0).clamp(max=1), w)
+    assert not torch.isnan(oc).any()
+    oc, orr = robustops.ops.interval_linear(c, r.nan_to_num(0.0).clamp(max=1), w)
+    assert torch.isnan(oc).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", OPS + ["interval_linear", "interval_conv2d"])
+def test_negative_radius(name, device):
+    """A negative radius is a ValueError at every public interval op; with
+    validate_args=False (the bounds' own calls) the activations map it to NaN."""
+    c = torch.rand(2, 3, 4, 4, device=device)
+    r = torch.rand_like(c)
+    r[1, 2, 3, 0] = -1e-3
+    extra = {"interval_linear": (torch.randn(5, 4, device=device),),
+             "interval_conv2d": (torch.randn(2, 3, 3, 3, device=device),)}.get(name, ())
+    op = getattr(robustops.ops, name)
+    with pytest.raises(ValueError, match=rf"{name}: argument 'radius' must be >= 0.*minimum of -0.001"):
+        op(c, r, *extra)
+    if name in OPS:
+        oc, orr = op(c, r, validate_args=False)
+        assert torch.isnan(oc[1, 2, 3, 0]) and torch.isnan(orr[1, 2, 3, 0])
+        assert torch.isnan(oc).sum() == 1
+        oc, orr = getattr(ref, name)(c, r)
+        assert torch.isnan(oc[1, 2, 3, 0]) and torch.isnan(oc).sum() == 1

@@ -8,11 +8,14 @@
 //   mReLU and RBF (unimodal, peak f(0) at 0, decreasing away from it):
 //                             lo = min(f(l), f(u)),
 //                             hi = f(0) if l <= 0 <= u, else max(f(l), f(u)).
-// These are the tightest intervals. Gradients flow through the endpoint that
+// These are the tightest intervals. NaN in, NaN out: a NaN center or radius, or a
+// negative radius, gives (NaN, NaN). Gradients flow through the endpoint that
 // attains lo or hi (none through the constant f(0)); ties go to l.
 #pragma once
 
 #include <robustops/saf.h>
+
+#include <limits>
 
 namespace robustops {
 namespace interval {
@@ -22,7 +25,7 @@ struct Relu {
   static constexpr const char* kName = "interval_relu";
   static constexpr bool kUnimodal = false;
   template <typename T>
-  static C10_HOST_DEVICE C10_ALWAYS_INLINE T f(T x) { return x > T(0) ? x : T(0); }
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T f(T x) { return x < T(0) ? T(0) : x; }  // NaN passes
   template <typename T>
   static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x) { return x > T(0) ? T(1) : T(0); }
 };
@@ -62,11 +65,17 @@ struct Forward {
     T lo = fl, hi = fu;
     if constexpr (A::kUnimodal) {
       const bool peak = (l <= T(0)) & (u >= T(0));
-      lo = fl <= fu ? fl : fu;
+      // min and max written so that NaN propagates at no cost: a NaN f(l) goes
+      // into lo, a NaN f(u) into hi (a select picks its second operand when the
+      // comparison is false, as it is for NaN), and a NaN endpoint is never a peak.
+      lo = fu < fl ? fu : fl;
       hi = peak ? A::f(T(0)) : (fl > fu ? fl : fu);
     }
-    out_c = (hi + lo) * T(0.5);
-    out_r = (hi - lo) * T(0.5);
+    // No image for a negative (or NaN) radius: NaN, never a finite interval that
+    // a bound could take for a certificate (two selects in the same pass).
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    out_c = r >= T(0) ? (hi + lo) * T(0.5) : nan;
+    out_r = r >= T(0) ? (hi - lo) * T(0.5) : nan;
   }
 };
 
