@@ -418,27 +418,6 @@ def test_nan_margins_are_never_verified():
 # ------------------------------------------------------------------ the attack has teeth
 
 
-def _weakened_relaxation(kind: str):
-    true = crown_mod.relaxation
-
-    def relax(layer, l, u):
-        a_lo, b_lo, a_up, b_up = true(layer, l, u)
-        if kind == "mrelu-chord" and isinstance(layer, robustops.nn.MReLU):
-            b_lo = b_lo + 1e-3  # the chord (or constant) lower bound raised by 0.001
-        if kind == "rbf-concavity" and isinstance(layer, robustops.nn.RBF):
-            # the concave region taken 5% wider: the chord used as a lower bound beyond it
-            k = 1.05 / math.sqrt(2)
-            wide = (l >= -k) & (u <= k) & ~((l >= -1 / math.sqrt(2)) & (u <= 1 / math.sqrt(2)))
-            fl, fu = ref_saf.rbf(l), ref_saf.rbf(u)
-            slope = torch.where(u > l, (fu - fl) / torch.where(u > l, u - l, torch.ones_like(l)), torch.zeros_like(l))
-            a_lo = torch.where(wide, slope, a_lo)
-            b_lo = torch.where(wide, fl - slope * l, b_lo)
-        if kind == "relu-upper" and isinstance(layer, nn.ReLU):
-            b_up = b_up * 0.999  # the triangle's upper line lowered by 0.1% of its intercept
-        return a_lo, b_lo, a_up, b_up
-    return relax
-
-
 def probe_network(act: nn.Module, sign: float) -> nn.Module:
     """x -> act(x) -> (sign * act(x), 0): one sample's margin is sign * act(x), so the
     CROWN-IBP bound is the relaxation's own line at the worst end of the interval."""
