@@ -1,10 +1,14 @@
 # robustops: `make test` and `make bench` do all set-up on a fresh machine.
 #
 #   make test        install (torch, the package, test tools), compile-check the CUDA
-#                    sources with nvcc, run the tests
+#                    sources with nvcc, build the CPU execution lane of the CUDA
+#                    sources, run the tests (the CUDA kernels among them, on the CPU)
 #   make bench       install, run the quick benchmark suite (BENCH_ARGS=--full for all)
 #   make install     only the set-up
 #   make check-cuda  only the nvcc compile check (fails on any error)
+#   make cuda-sim    only the CPU execution lane of the CUDA sources (test only)
+#   make gpu-check   on a machine with an NVIDIA GPU: a CUDA build, every test with the
+#                    CUDA cases, the quick benchmarks on the GPU (bench/results/cuda.*)
 
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
@@ -18,7 +22,7 @@ BENCH_ARGS ?=
 STAMPS := .stamps
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f | sort)
 
-.PHONY: install test bench check-cuda clean
+.PHONY: install test bench check-cuda cuda-sim gpu-check clean
 
 install: $(STAMPS)/deps $(STAMPS)/build
 
@@ -38,8 +42,20 @@ $(STAMPS)/check-cuda: $(STAMPS)/deps $(SOURCES) tools/check_cuda_compile.py
 
 check-cuda: $(STAMPS)/check-cuda
 
-test: install check-cuda
-	$(PYTHON) -m pytest -n 2 $(PYTEST_ARGS)
+# The CUDA sources compiled by the host compiler against the CPU execution model
+# (csrc/include/robustops/sim/cuda_sim.h): the tests in tests/cuda_sim run every CUDA
+# kernel with it, on this CPU.
+$(STAMPS)/cuda-sim: $(STAMPS)/deps $(SOURCES) tools/build_cuda_sim.py
+	$(PYTHON) tools/build_cuda_sim.py
+	@touch $@
+
+cuda-sim: $(STAMPS)/cuda-sim
+
+test: install check-cuda cuda-sim
+	ROBUSTOPS_REQUIRE_CUDA_SIM=1 $(PYTHON) -m pytest -n 2 $(PYTEST_ARGS)
+
+gpu-check: $(STAMPS)/deps
+	$(PYTHON) tools/gpu_check.py
 
 bench: install
 	$(PYTHON) -m bench.run $(BENCH_ARGS)

@@ -48,6 +48,19 @@ def pytest_terminal_summary(terminalreporter):
                     points += value
                     tests += 1
                     failed += key == "failed"
+    lane = {key: sum(1 for r in terminalreporter.stats.get(key, [])
+                     if getattr(r, "when", "call") in ("call", "setup") and "tests/cuda_sim/" in r.nodeid
+                     and (key != "skipped" or r.when == "setup"))
+            for key in ("passed", "failed", "skipped")}
+    if any(lane.values()):
+        terminalreporter.write_line(
+            f"CUDA kernels in the CPU execution lane: {lane['passed']} cases passed, {lane['failed']} failed, "
+            f"{lane['skipped']} skipped (tests/cuda_sim)")
     if tests:
         terminalreporter.write_line(f"soundness of the bounds: {points:,} points checked by {tests} tests, "
                                     f"{'no violations' if not failed else f'{failed} tests found violations'}")
+
+
+def pytest_report_header(config):
+    return "CUDA kernels: " + ("on the GPU" if HAS_CUDA else
+                              "no GPU; tests/cuda_sim runs them on CPU threads (the CPU execution lane)")

@@ -9,12 +9,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <cub/block/block_reduce.cuh>
+#include <robustops/cuda_runtime.cuh>
 
 #include <robustops/bang.h>
 #include <robustops/bang_host.h>
@@ -43,17 +40,18 @@ struct Grid {
 };
 
 Grid grid_for(int64_t n, int64_t d) {
-  const int64_t chunks = std::min<int64_t>(std::max<int64_t>(1, (d + kChunk - 1) / kChunk), kMaxChunks);
+  const int64_t chunks =
+      cuda::cap_blocks(std::min<int64_t>(std::max<int64_t>(1, (d + kChunk - 1) / kChunk), kMaxChunks));
   const int64_t chunk = (d + chunks - 1) / chunks;
   return {chunks, std::max<int64_t>(chunk, 1),
-          dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(std::min(n, kMaxSampleBlocks)))};
+          dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(cuda::cap_blocks(std::min(n, kMaxSampleBlocks))))};
 }
 
 template <typename scalar_t>
 __global__ void partial_sumsq_kernel(const scalar_t* __restrict__ x, int64_t n, int64_t d,
                                      int64_t chunk, acc_t* __restrict__ partial) {
   using opmath_t = at::opmath_type<scalar_t>;
-  using Reduce = cub::BlockReduce<acc_t, kThreads>;
+  using Reduce = cuda::BlockReduce<acc_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   const int64_t begin = static_cast<int64_t>(blockIdx.x) * chunk;
   const int64_t end = begin + chunk < d ? begin + chunk : d;
@@ -81,7 +79,7 @@ __global__ void finalize_kernel(const acc_t* __restrict__ partial, int64_t chunk
                                 const norm_t* __restrict__ given_norms, int64_t n,
                                 const double* __restrict__ eps, const double* __restrict__ max_norm,
                                 norm_t* __restrict__ norms_out, acc_t* __restrict__ work) {
-  using Reduce = cub::BlockReduce<acc_t, kThreads>;
+  using Reduce = cuda::BlockReduce<acc_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ acc_t batch_max;
   acc_t local_max = 0;
@@ -132,12 +130,11 @@ __global__ void scale_kernel(const scalar_t* __restrict__ x, int64_t n, int64_t 
 
 // Pass 1 and the norms: fills `partial` ([n, chunks] doubles) and returns the grid.
 template <typename scalar_t>
-Grid launch_partial(const bang::Batch& b, at::Tensor& partial, cudaStream_t stream) {
+Grid launch_partial(const bang::Batch& b, at::Tensor& partial, cuda::Stream stream) {
   const Grid g = grid_for(b.n, b.d);
   partial = at::empty({b.n, g.chunks}, b.data.options().dtype(at::kDouble));
-  partial_sumsq_kernel<scalar_t><<<g.dims, kThreads, 0, stream>>>(
+  cuda::launch(partial_sumsq_kernel<scalar_t>, g.dims, kThreads, 0, stream,
       b.data.const_data_ptr<scalar_t>(), b.n, b.d, g.chunk, partial.mutable_data_ptr<acc_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return g;
 }
 
@@ -147,21 +144,20 @@ const double* optional_ptr(const c10::optional<at::Tensor>& t) {
 
 at::Tensor per_sample_norm(const at::Tensor& x) {
   const bang::Batch b = bang::batch("per_sample_norm", "x", x);
-  const c10::cuda::CUDAGuard guard(x.device());
+  const cuda::Guard guard(x.device());
   at::Tensor norms = at::empty({b.n}, x.options().dtype(bang::norm_dtype(x)));
   if (b.n == 0) {
     return norms;
   }
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cuda::Stream stream = cuda::current_stream();
   at::Tensor partial;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "per_sample_norm", [&] {
     const Grid g = launch_partial<scalar_t>(b, partial, stream);
     at::Tensor work = at::empty({b.n}, partial.options());
     AT_DISPATCH_FLOATING_TYPES(norms.scalar_type(), "per_sample_norm", [&] {
-      finalize_kernel<scalar_t><<<1, kThreads, 0, stream>>>(
+      cuda::launch(finalize_kernel<scalar_t>, 1, kThreads, 0, stream,
           partial.const_data_ptr<acc_t>(), g.chunks, nullptr, b.n, nullptr, nullptr,
           norms.mutable_data_ptr<scalar_t>(), work.mutable_data_ptr<acc_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
   return norms;
@@ -172,19 +168,18 @@ at::Tensor bang_eta(const at::Tensor& norms, const at::Tensor& eps,
   check_floating("bang_eta", "norms", norms);
   TORCH_CHECK(norms.dim() == 1, "robustops::bang_eta: argument 'norms' must have shape [N], got ",
               norms.sizes());
-  const c10::cuda::CUDAGuard guard(norms.device());
+  const cuda::Guard guard(norms.device());
   const int64_t n = norms.size(0);
   const at::Tensor eps_d = bang::per_sample_eps("bang_eta", eps, n, norms.device());
   const auto m = bang::max_norm_arg("bang_eta", max_norm, norms.device());
   const at::Tensor given = norms.contiguous();
   at::Tensor eta = at::empty({n}, norms.options().dtype(at::kDouble));
   if (n > 0) {
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    const cuda::Stream stream = cuda::current_stream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, norms.scalar_type(), "bang_eta", [&] {
-      finalize_kernel<scalar_t><<<1, kThreads, 0, stream>>>(
+      cuda::launch(finalize_kernel<scalar_t>, 1, kThreads, 0, stream,
           nullptr, 0, given.const_data_ptr<scalar_t>(), n, eps_d.const_data_ptr<double>(),
           optional_ptr(m), nullptr, eta.mutable_data_ptr<acc_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   return eta.to(norms.scalar_type());
@@ -193,7 +188,7 @@ at::Tensor bang_eta(const at::Tensor& norms, const at::Tensor& eps,
 std::tuple<at::Tensor, at::Tensor> bang_scale(const at::Tensor& grad, const at::Tensor& eps,
                                               const c10::optional<at::Tensor>& max_norm) {
   const bang::Batch b = bang::batch("bang_scale", "grad", grad);
-  const c10::cuda::CUDAGuard guard(grad.device());
+  const cuda::Guard guard(grad.device());
   const at::Tensor eps_d = bang::per_sample_eps("bang_scale", eps, b.n, grad.device());
   const auto m = bang::max_norm_arg("bang_scale", max_norm, grad.device());
   at::Tensor out = at::empty_like(b.data);
@@ -201,23 +196,21 @@ std::tuple<at::Tensor, at::Tensor> bang_scale(const at::Tensor& grad, const at::
   if (b.n == 0) {
     return {out, norms};
   }
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cuda::Stream stream = cuda::current_stream();
   at::Tensor partial;
   at::Tensor eta = at::empty({b.n}, grad.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "bang_scale", [&] {
     const Grid g = launch_partial<scalar_t>(b, partial, stream);
     using grad_t = scalar_t;
     AT_DISPATCH_FLOATING_TYPES(norms.scalar_type(), "bang_scale", [&] {
-      finalize_kernel<scalar_t><<<1, kThreads, 0, stream>>>(
+      cuda::launch(finalize_kernel<scalar_t>, 1, kThreads, 0, stream,
           partial.const_data_ptr<acc_t>(), g.chunks, nullptr, b.n, eps_d.const_data_ptr<double>(),
           optional_ptr(m), norms.mutable_data_ptr<scalar_t>(), eta.mutable_data_ptr<acc_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     if (b.d > 0) {
-      scale_kernel<grad_t><<<g.dims, kThreads, 0, stream>>>(
+      cuda::launch(scale_kernel<grad_t>, g.dims, kThreads, 0, stream,
           b.data.const_data_ptr<grad_t>(), b.n, b.d, g.chunk, eta.const_data_ptr<acc_t>(),
           out.mutable_data_ptr<grad_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
   return {out, norms};
@@ -225,7 +218,7 @@ std::tuple<at::Tensor, at::Tensor> bang_scale(const at::Tensor& grad, const at::
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+ROBUSTOPS_CUDA_LIBRARY_IMPL(m) {
   m.impl("per_sample_norm", &per_sample_norm);
   m.impl("bang_eta", &bang_eta);
   m.impl("bang_scale", &bang_scale);

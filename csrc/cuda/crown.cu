@@ -7,12 +7,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <cub/block/block_reduce.cuh>
+#include <robustops/cuda_runtime.cuh>
 
 #include <robustops/crown.h>
 
@@ -30,7 +27,7 @@ __global__ void forward_kernel(const scalar_t* __restrict__ a, const scalar_t* _
                                const scalar_t* __restrict__ bu, scalar_t* __restrict__ out,
                                scalar_t* __restrict__ d, int64_t rows, int64_t s, int64_t m) {
   using acc_t = at::opmath_type<scalar_t>;
-  using Reduce = cub::BlockReduce<acc_t, kThreads>;
+  using Reduce = cuda::BlockReduce<acc_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t off = row * m, roff = (row / s) * m;
@@ -82,8 +79,8 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* 
 }
 
 unsigned blocks_for(int64_t items, int64_t per_block) {
-  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(1, (items + per_block - 1) / per_block),
-                                                 kMaxBlocks));
+  return static_cast<unsigned>(cuda::cap_blocks(
+      std::min<int64_t>(std::max<int64_t>(1, (items + per_block - 1) / per_block), kMaxBlocks)));
 }
 
 std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Tensor& lower_slope,
@@ -92,7 +89,7 @@ std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Te
   const crown::Args in = crown::args("crown_relax", nullptr, nullptr, a, lower_slope, lower_intercept,
                                      upper_slope, upper_intercept);
   const auto [n, s, m] = in.dims;
-  const c10::cuda::CUDAGuard guard(a.device());
+  const cuda::Guard guard(a.device());
   at::Tensor out = at::empty(a.sizes(), in.a.options());
   at::Tensor d = at::empty({n, s}, in.a.options());
   if (n * s == 0) {
@@ -102,14 +99,13 @@ std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Te
     d.zero_();
     return {out, d};
   }
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = cuda::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "crown_relax", [&] {
-    forward_kernel<scalar_t><<<blocks_for(n * s, 1), kThreads, 0, stream>>>(
+    cuda::launch(forward_kernel<scalar_t>, blocks_for(n * s, 1), kThreads, 0, stream,
         in.a.const_data_ptr<scalar_t>(), in.relax[0].const_data_ptr<scalar_t>(),
         in.relax[1].const_data_ptr<scalar_t>(), in.relax[2].const_data_ptr<scalar_t>(),
         in.relax[3].const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
         d.mutable_data_ptr<scalar_t>(), n * s, s, m);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {out, d};
 }
@@ -120,7 +116,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crown_rel
   const crown::Args in = crown::args("_crown_relax_backward", &grad_a, &grad_d, a, lower_slope,
                                      lower_intercept, upper_slope, upper_intercept);
   const auto [n, s, m] = in.dims;
-  const c10::cuda::CUDAGuard guard(a.device());
+  const cuda::Guard guard(a.device());
   at::Tensor ga = at::empty(a.sizes(), in.a.options());
   at::Tensor gr[4];
   for (int i = 0; i < 4; ++i) {
@@ -129,23 +125,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crown_rel
   if (n * m == 0) {
     return {ga, gr[0], gr[1], gr[2], gr[3]};
   }
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = cuda::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "_crown_relax_backward", [&] {
-    backward_kernel<scalar_t><<<blocks_for(n * m, kThreads), kThreads, 0, stream>>>(
+    cuda::launch(backward_kernel<scalar_t>, blocks_for(n * m, kThreads), kThreads, 0, stream,
         in.grad_out.const_data_ptr<scalar_t>(), in.grad_d.const_data_ptr<scalar_t>(),
         in.a.const_data_ptr<scalar_t>(), in.relax[0].const_data_ptr<scalar_t>(),
         in.relax[1].const_data_ptr<scalar_t>(), in.relax[2].const_data_ptr<scalar_t>(),
         in.relax[3].const_data_ptr<scalar_t>(), ga.mutable_data_ptr<scalar_t>(),
         gr[0].mutable_data_ptr<scalar_t>(), gr[1].mutable_data_ptr<scalar_t>(), gr[2].mutable_data_ptr<scalar_t>(),
         gr[3].mutable_data_ptr<scalar_t>(), n, s, m);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {ga, gr[0], gr[1], gr[2], gr[3]};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+ROBUSTOPS_CUDA_LIBRARY_IMPL(m) {
   m.impl("crown_relax", &crown_relax);
   m.impl("_crown_relax_backward", &crown_relax_backward);
 }

@@ -10,7 +10,7 @@ namespace robustops {
 
 using namespace interval;
 
-TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+ROBUSTOPS_CUDA_LIBRARY_IMPL(m) {
   m.impl("interval_relu", &to_pair_op<cuda::Backend, Forward<Relu>>);
   m.impl("_interval_relu_backward", &to_pair_backward_op<cuda::Backend, Backward<Relu>>);
   m.impl("interval_mrelu", &to_pair_op<cuda::Backend, Forward<MRelu>>);

@@ -4,10 +4,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <robustops/cuda_runtime.cuh>
 
 #include <robustops/p4_host.h>
 
@@ -19,7 +18,8 @@ namespace {
 constexpr int kThreads = 256;
 
 unsigned blocks_for(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>((n + kThreads - 1) / kThreads, 1), 65535 * 32));
+  return static_cast<unsigned>(
+      cuda::cap_blocks(std::min<int64_t>(std::max<int64_t>((n + kThreads - 1) / kThreads, 1), 65535 * 32)));
 }
 
 template <typename scalar_t>
@@ -49,39 +49,37 @@ __global__ void adjoint_kernel(const scalar_t* __restrict__ g, scalar_t* __restr
 
 at::Tensor p4_filter(const at::Tensor& weight) {
   const p4::Dims d = p4::filter_dims("p4_filter", weight);
-  const c10::cuda::CUDAGuard guard(weight.device());
+  const cuda::Guard guard(weight.device());
   const at::Tensor w = weight.contiguous();
   at::Tensor out = at::empty({d.o * 4, d.i * d.s, d.k, d.k}, w.options());
   if (out.numel() == 0) {
     return out;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "p4_filter", [&] {
-    transform_kernel<scalar_t><<<blocks_for(out.numel()), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    cuda::launch(transform_kernel<scalar_t>, blocks_for(out.numel()), kThreads, 0, cuda::current_stream(),
         w.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), d);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
 
 at::Tensor p4_filter_backward(const at::Tensor& grad, int64_t in_rotations) {
   const p4::Dims d = p4::transformed_dims("_p4_filter_backward", grad, in_rotations);
-  const c10::cuda::CUDAGuard guard(grad.device());
+  const cuda::Guard guard(grad.device());
   const at::Tensor g = grad.contiguous();
   at::Tensor out = at::empty({d.o, d.i, d.s, d.k, d.k}, g.options());
   if (out.numel() == 0) {
     return out;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "_p4_filter_backward", [&] {
-    adjoint_kernel<scalar_t><<<blocks_for(out.numel()), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    cuda::launch(adjoint_kernel<scalar_t>, blocks_for(out.numel()), kThreads, 0, cuda::current_stream(),
         g.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), d);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+ROBUSTOPS_CUDA_LIBRARY_IMPL(m) {
   m.impl("p4_filter", &p4_filter);
   m.impl("_p4_filter_backward", &p4_filter_backward);
 }

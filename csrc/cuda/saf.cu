@@ -7,7 +7,7 @@
 
 namespace robustops {
 
-TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+ROBUSTOPS_CUDA_LIBRARY_IMPL(m) {
   m.impl("mrelu", &unary_op<cuda::Backend, saf::MReluForward>);
   m.impl("_mrelu_backward", &unary_backward_op<cuda::Backend, saf::MReluBackward>);
   m.impl("rbf", &unary_op<cuda::Backend, saf::RbfForward>);

@@ -5,10 +5,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <robustops/cuda_runtime.cuh>
 
 #include <robustops/spp_host.h>
 
@@ -20,7 +19,8 @@ namespace {
 constexpr int kThreads = 256;
 
 unsigned blocks_for(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>((n + kThreads - 1) / kThreads, 1), 65535 * 32));
+  return static_cast<unsigned>(
+      cuda::cap_blocks(std::min<int64_t>(std::max<int64_t>((n + kThreads - 1) / kThreads, 1), 65535 * 32)));
 }
 
 template <bool Max, typename scalar_t>
@@ -72,7 +72,7 @@ __global__ void backward_kernel(const scalar_t* __restrict__ grad, const int64_t
 template <bool Max>
 std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_, at::IntArrayRef levels) {
   const spp::Levels lv = spp::levels_of(op, levels);
-  const c10::cuda::CUDAGuard guard(x_.device());
+  const cuda::Guard guard(x_.device());
   const at::Tensor x = spp::input(op, x_, lv);
   const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   at::Tensor out = at::empty({b, c * lv.total}, x.options());
@@ -81,10 +81,9 @@ std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_,
     return {out, indices};
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "spp", [&] {
-    forward_kernel<Max, scalar_t><<<blocks_for(out.numel()), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    cuda::launch(forward_kernel<Max, scalar_t>, blocks_for(out.numel()), kThreads, 0, cuda::current_stream(),
         x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
         Max ? indices.mutable_data_ptr<int64_t>() : nullptr, lv, b * c, c, h, w);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {out, indices};
 }
@@ -94,7 +93,7 @@ at::Tensor backward(const char* op, const at::Tensor& grad_, const at::Tensor* i
                     int64_t h, int64_t w) {
   const spp::Levels lv = spp::levels_of(op, levels);
   const int64_t c = spp::grad_channels(op, grad_, lv, h, w);
-  const c10::cuda::CUDAGuard guard(grad_.device());
+  const cuda::Guard guard(grad_.device());
   const at::Tensor grad = grad_.contiguous();
   at::Tensor indices;
   if constexpr (Max) {
@@ -106,10 +105,9 @@ at::Tensor backward(const char* op, const at::Tensor& grad_, const at::Tensor* i
     return out;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "spp_backward", [&] {
-    backward_kernel<Max, scalar_t><<<blocks_for(out.numel()), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    cuda::launch(backward_kernel<Max, scalar_t>, blocks_for(out.numel()), kThreads, 0, cuda::current_stream(),
         grad.const_data_ptr<scalar_t>(), Max ? indices.const_data_ptr<int64_t>() : nullptr,
         out.mutable_data_ptr<scalar_t>(), lv, b * c, c, h, w);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
@@ -133,7 +131,7 @@ at::Tensor spp_mean_backward(const at::Tensor& grad, at::IntArrayRef levels, int
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(robustops, CUDA, m) {
+ROBUSTOPS_CUDA_LIBRARY_IMPL(m) {
   m.impl("spp_max", &spp_max);
   m.impl("_spp_max_backward", &spp_max_backward);
   m.impl("spp_mean", &spp_mean);

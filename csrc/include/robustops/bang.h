@@ -11,6 +11,8 @@
 
 #include <c10/macros/Macros.h>
 
+#include <robustops/math.h>  // ROBUSTOPS_DEVICE_CODE
+
 #include <cmath>
 
 namespace robustops {
@@ -21,7 +23,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE double eta(double n, double m, double eps) {
     return 1.0;
   }
   const double rho = eps * (1.0 - n / m);
-#ifdef __CUDA_ARCH__
+#ifdef ROBUSTOPS_DEVICE_CODE
   return ::exp(rho * (::log(m) - ::log(n)));
 #else
   return std::exp(rho * (std::log(m) - std::log(n)));

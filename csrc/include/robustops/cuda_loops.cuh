@@ -1,13 +1,13 @@
 // CUDA elementwise loops shared by every op family: grid-stride kernels over flat,
 // dense memory with 16-byte vector loads and stores when the pointers allow it,
-// 64-bit indexing, and launches on the current stream with a launch check.
+// 64-bit indexing, and launches on the current stream with a launch check
+// (robustops/cuda_runtime.cuh).
 // Reduced-precision storage (half, bfloat16) is computed in float (at::opmath_type).
 #pragma once
 
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+
+#include <robustops/cuda_runtime.cuh>
 
 #include <algorithm>
 #include <cstdint>
@@ -77,33 +77,31 @@ inline bool aligned16(const void* p) {
 
 inline dim3 grid_for(int64_t work_items) {
   const int64_t blocks = (work_items + kThreads - 1) / kThreads;
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, kMaxBlocks))));
+  return dim3(static_cast<unsigned>(std::max<int64_t>(1, cap_blocks(std::min(blocks, kMaxBlocks)))));
 }
 
 // out[i] = f(x[i]) for i < n, on the current stream of the current device.
 template <typename scalar_t, typename F>
 void unary_map(const scalar_t* x, scalar_t* out, int64_t n, F f) {
   constexpr int kVec = 16 / sizeof(scalar_t);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const Stream stream = current_stream();
   if (aligned16(x) && aligned16(out)) {
-    unary_kernel<kVec><<<grid_for(n / kVec + 1), kThreads, 0, stream>>>(x, out, n, f);
+    launch(unary_kernel<kVec, scalar_t, F>, grid_for(n / kVec + 1), kThreads, 0, stream, x, out, n, f);
   } else {
-    unary_kernel<1><<<grid_for(n), kThreads, 0, stream>>>(x, out, n, f);
+    launch(unary_kernel<1, scalar_t, F>, grid_for(n), kThreads, 0, stream, x, out, n, f);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // out[i] = f(a[i], b[i]) for i < n, on the current stream of the current device.
 template <typename scalar_t, typename F>
 void binary_map(const scalar_t* a, const scalar_t* b, scalar_t* out, int64_t n, F f) {
   constexpr int kVec = 16 / sizeof(scalar_t);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const Stream stream = current_stream();
   if (aligned16(a) && aligned16(b) && aligned16(out)) {
-    binary_kernel<kVec><<<grid_for(n / kVec + 1), kThreads, 0, stream>>>(a, b, out, n, f);
+    launch(binary_kernel<kVec, scalar_t, F>, grid_for(n / kVec + 1), kThreads, 0, stream, a, b, out, n, f);
   } else {
-    binary_kernel<1><<<grid_for(n), kThreads, 0, stream>>>(a, b, out, n, f);
+    launch(binary_kernel<1, scalar_t, F>, grid_for(n), kThreads, 0, stream, a, b, out, n, f);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <int NIn, typename scalar_t>
@@ -137,14 +135,12 @@ void map_to_pair(const scalar_t* const (&in)[NIn], scalar_t* out0, scalar_t* out
   for (int k = 0; k < NIn; ++k) {
     ptrs.p[k] = in[k];
   }
-  to_pair_kernel<NIn><<<grid_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      ptrs, out0, out1, n, f);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch(to_pair_kernel<NIn, scalar_t, F>, grid_for(n), kThreads, 0, current_stream(), ptrs, out0, out1, n, f);
 }
 
 // The CUDA backend of elementwise.h.
 struct Backend {
-  using Guard = c10::cuda::CUDAGuard;
+  using Guard = cuda::Guard;
   template <typename scalar_t, typename F>
   static void unary_map(const scalar_t* x, scalar_t* out, int64_t n, F f) {
     cuda::unary_map(x, out, n, f);

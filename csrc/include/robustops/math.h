@@ -11,13 +11,19 @@
 #include <cstring>
 #include <limits>
 
+// Device code, and the CPU execution lane of the CUDA sources, which runs what a GPU
+// runs (robustops/cuda_runtime.cuh).
+#if defined(__CUDA_ARCH__) || defined(ROBUSTOPS_CUDA_SIM)
+#define ROBUSTOPS_DEVICE_CODE 1
+#endif
+
 namespace robustops {
 namespace math {
 
 // Reinterpret the bits of a float as an int32 and back. memcpy is the portable,
 // vectorizer-friendly way to do this in host code.
 C10_HOST_DEVICE C10_ALWAYS_INLINE int32_t float_as_int(float f) {
-#ifdef __CUDA_ARCH__
+#ifdef ROBUSTOPS_DEVICE_CODE
   return __float_as_int(f);
 #else
   int32_t i;
@@ -27,7 +33,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE int32_t float_as_int(float f) {
 }
 
 C10_HOST_DEVICE C10_ALWAYS_INLINE float int_as_float(int32_t i) {
-#ifdef __CUDA_ARCH__
+#ifdef ROBUSTOPS_DEVICE_CODE
   return __int_as_float(i);
 #else
   float f;
@@ -45,7 +51,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE float int_as_float(int32_t i) {
 // NaN -> NaN, +inf and x > 88.72 -> +inf, results in the subnormal range are
 // formed in two scaling steps, x < -104 (and -inf) -> 0.
 C10_HOST_DEVICE C10_ALWAYS_INLINE float exp(float x) {
-#ifdef __CUDA_ARCH__
+#ifdef ROBUSTOPS_DEVICE_CODE
   return ::expf(x);
 #else
   constexpr float kLog2e = 1.44269504088896341f;
@@ -79,7 +85,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE float exp(float x) {
 }
 
 C10_HOST_DEVICE C10_ALWAYS_INLINE double exp(double x) {
-#ifdef __CUDA_ARCH__
+#ifdef ROBUSTOPS_DEVICE_CODE
   return ::exp(x);
 #else
   return std::exp(x);
