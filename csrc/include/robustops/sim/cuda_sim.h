@@ -6,7 +6,8 @@
 // __syncthreads() a real barrier over them, so that a missing barrier shows up as a
 // wrong result. Blocks run one after another in a shuffled order, seeded per launch
 // (ROBUSTOPS_CUDA_SIM_SEED, else a fresh seed), so that two blocks writing the same
-// element show up too. __shared__ variables are function statics: one per kernel
+// element show up too (ROBUSTOPS_CUDA_SIM_IN_ORDER=1 runs them in order, which hides
+// such a race: the later block's write wins). __shared__ variables are function statics: one per kernel
 // instantiation, which is per block since blocks do not overlap. The launch checks
 // CUDA's limits (1024 threads a block, grid.y and grid.z <= 65535, no empty grid).
 //
@@ -93,8 +94,10 @@ void launch(dim3 grid, dim3 block, std::size_t shared_bytes, F&& body) {
   TORCH_CHECK(shared_bytes == 0, "robustops CUDA lane: dynamic shared memory is not modelled");
   std::vector<int64_t> order(blocks);
   std::iota(order.begin(), order.end(), int64_t{0});
-  std::mt19937_64 rng(next_seed());
-  std::shuffle(order.begin(), order.end(), rng);
+  if (env_int("ROBUSTOPS_CUDA_SIM_IN_ORDER", 0) == 0) {  // in order: only to show what shuffling finds
+    std::mt19937_64 rng(next_seed());
+    std::shuffle(order.begin(), order.end(), rng);
+  }
 
   std::barrier<> barrier(threads);
   std::mutex error_mutex;
