@@ -1,5 +1,6 @@
 """Every CUDA kernel of robustops, run on CPU threads by the CPU execution lane
-(csrc/include/robustops/sim/cuda_sim.h), against the CPU kernels: every dtype,
+(csrc/include/robustops/sim/cuda_sim.h), against the CPU kernels (and, for the
+saf, interval, BANG norm and p4 ops, the references too): every dtype,
 shapes that reach the vectorized bodies and the scalar tails, misaligned pointers,
 empty tensors, NaN and inf, BANG samples of several chunks and batches past the
 sample blocks, SPP planes larger than a block, and each case also with the grid
@@ -17,6 +18,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from robustops.reference import bang as ref_bang
+from robustops.reference import interval as ref_interval
+from robustops.reference import p4 as ref_p4
+from robustops.reference import saf as ref_saf
 from tests.conftest import FLOAT_DTYPES, tolerances
 
 CPU = torch.ops.robustops
@@ -50,6 +55,7 @@ def test_saf(sim, grid_cap, name, n, dtype, aligned):
     x = base[:n] if aligned else base[1:]  # a pointer one element past 16-byte alignment
     grad = _data(n, dtype, seed=1, special=False)[:n]
     _close(getattr(sim, name)(x), getattr(CPU, name)(x), dtype)
+    _close(getattr(sim, name)(x), getattr(ref_saf, name)(x.double()).to(dtype), dtype)  # the oracle, upcast
     _close(getattr(sim, f"_{name}_backward")(grad, x), getattr(CPU, f"_{name}_backward")(grad, x), dtype)
 
 
@@ -61,8 +67,10 @@ def test_interval(sim, grid_cap, name, n, dtype):
     r = _data(n, dtype, seed=2, special=False)[:n].abs()
     if n >= 6:
         r[5] = -1.0  # a negative radius: NaN, as in the CPU kernel
-    for got, want in zip(getattr(sim, name)(c, r), getattr(CPU, name)(c, r)):
+    for got, want, ref in zip(getattr(sim, name)(c, r), getattr(CPU, name)(c, r),
+                              getattr(ref_interval, name)(c.double(), r.double())):
         _close(got, want, dtype)
+        _close(got, ref.to(dtype), dtype)
     gc, gr = _data(n, dtype, seed=3, special=False)[:n], _data(n, dtype, seed=4, special=False)[:n]
     for got, want in zip(getattr(sim, f"_{name}_backward")(gc, gr, c, r),
                          getattr(CPU, f"_{name}_backward")(gc, gr, c, r)):
@@ -98,6 +106,7 @@ def test_bang(sim, grid_cap, shape, dtype):
         x[1] = 0  # a zero gradient keeps eta = 1
     norms = sim.per_sample_norm(x)
     assert_close(norms, CPU.per_sample_norm(x), **_bang_tol(norms.dtype))
+    assert_close(norms, ref_bang.per_sample_norm(x), **_bang_tol(norms.dtype))
     eps = torch.linspace(0.1, 0.9, n, dtype=torch.float64)
     for max_norm in (None, torch.tensor(50.0, dtype=torch.float64)):
         out, nrm = sim.bang_scale(x, eps, max_norm)
@@ -147,6 +156,7 @@ def test_crown_relax(sim, grid_cap, shape, dtype):
 def test_p4_filter(sim, grid_cap, shape, dtype):
     w = torch.randn(shape, dtype=torch.float64).to(dtype)
     assert_close(sim.p4_filter(w), CPU.p4_filter(w), rtol=0, atol=0)  # a permutation: exact
+    assert_close(sim.p4_filter(w), ref_p4.p4_filter(w), rtol=0, atol=0)
     grad = torch.randn(CPU.p4_filter(w).shape, dtype=torch.float64).to(dtype)
     _close(sim._p4_filter_backward(grad, shape[2]), CPU._p4_filter_backward(grad, shape[2]), dtype)
 
