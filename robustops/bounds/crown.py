@@ -151,8 +151,12 @@ def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[f
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
         raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
     check_floating(fn, "x", x)
-    check_labels(fn, y, x.shape[0], bounded.num_classes)
-    c0, r0 = input_interval(x, eps, lower, upper)
+    bounded._check_labels(fn, y, x.shape[0])
+    return _crown_ibp_margins(bounded, *input_interval(x, eps, lower, upper), y, beta)
+
+
+def _crown_ibp_margins(bounded: BoundedModule, c0: Tensor, r0: Tensor, y: Tensor, beta: float) -> Tensor:
+    """crown_ibp_margins from the input interval (c0, r0), for checked arguments."""
     layers = [m for _, m in bounded.layers]
     fold = isinstance(layers[-1], nn.Linear)
     body = layers[:-1] if fold else layers
@@ -163,20 +167,20 @@ def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[f
         ci, ri = c, r
         c, r = interval_through(layer, c, r)
         inputs.append((ci, ri, tuple(c.shape[1:])))
-    n = x.shape[0]
+    n = c0.shape[0]
     if fold:
         last = layers[-1]
-        spec = specification(y, last.out_features).to(x.dtype)
+        spec = specification(y, last.out_features).to(c0.dtype)
         a = spec.matmul(last.weight)
-        d = spec.matmul(last.bias) if last.bias is not None else x.new_zeros(spec.shape[:2])
+        d = spec.matmul(last.bias) if last.bias is not None else c0.new_zeros(spec.shape[:2])
         ibp = torch.bmm(a, c.unsqueeze(-1)).squeeze(-1) + d - torch.bmm(a.abs(), r.unsqueeze(-1)).squeeze(-1)
     else:
-        check_labels(fn, y, x.shape[0], c.shape[1])
-        spec = specification(y, c.shape[1]).to(x.dtype)
-        a, d = spec, x.new_zeros(spec.shape[:2])
+        check_labels("crown_ibp_margins", y, n, c.shape[1])
+        spec = specification(y, c.shape[1]).to(c0.dtype)
+        a, d = spec, c0.new_zeros(spec.shape[:2])
         lo_y = (c - r).gather(1, y[:, None])
         keep = torch.ones_like(c, dtype=torch.bool)
-        keep[torch.arange(n, device=x.device), y] = False
+        keep[torch.arange(n, device=c0.device), y] = False
         ibp = lo_y - (c + r)[keep].reshape(n, -1)
     if beta == 0:
         return ibp

@@ -30,7 +30,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from robustops import ops
-from robustops._checks import check_floating, check_labels
+from robustops._checks import check_floating, check_label_shape, check_labels
 from robustops.nn.saf import RBF, MReLU
 
 __all__ = ["BoundedModule", "Interval", "input_interval", "specification"]
@@ -211,11 +211,23 @@ def input_interval(x: Tensor, eps: Union[float, Tensor], lower: Union[float, Ten
     if x.dim() < 1:
         raise ValueError("input_interval: argument 'x' must have a batch dimension, got a 0-d tensor")
     eps = _check_eps(eps, x)
+    lower, upper = _check_domain(x, lower, upper)
+    return _ball(x, eps, lower, upper)
+
+
+def _check_domain(x: Tensor, lower, upper):
+    """(lower, upper) as numbers, None or tensors shaped for x, once x is known to lie
+    in [lower, upper] (see input_interval)."""
     lower, upper = _domain_bound("lower", lower, x), _domain_bound("upper", upper, x)
     if not torch.compiler.is_compiling():
         if lower is not None and upper is not None and bool((torch.as_tensor(lower) > torch.as_tensor(upper)).any()):
             raise ValueError("input_interval: the input domain has lower > upper")
         _check_in_domain(x, lower, upper)
+    return lower, upper
+
+
+def _ball(x: Tensor, eps, lower, upper) -> Interval:
+    """The ball of input_interval for arguments it has checked (_check_eps, _check_domain)."""
     if isinstance(eps, Tensor):
         eps = eps.reshape((-1,) + (1,) * (x.dim() - 1))
     lo, hi = x - eps, x + eps
@@ -291,15 +303,26 @@ class BoundedModule(nn.Module):
             center, radius = interval_through(layer, center, radius)
         return center, radius
 
+    def _check_labels(self, fn: str, y, batch: int) -> None:
+        """y's type and shape, and its range when K is known before the forward pass
+        (a model ending in a Linear layer); the margins check it otherwise."""
+        if self.num_classes is None:
+            check_label_shape(fn, y, batch)
+        else:
+            check_labels(fn, y, batch, self.num_classes)
+
     def ibp_margins(self, x: Tensor, y: Tensor, eps: Union[float, Tensor], lower=0.0, upper=1.0) -> Tensor:
         """IBP lower bounds of z_y - z_j for j != y over the ball: [N, K - 1]."""
         check_floating("BoundedModule.ibp_margins", "x", x)
-        check_labels("BoundedModule.ibp_margins", y, x.shape[0], self.num_classes)
-        c, r = input_interval(x, eps, lower, upper)
+        self._check_labels("BoundedModule.ibp_margins", y, x.shape[0])
+        return self._ibp_margins(*input_interval(x, eps, lower, upper), y)
+
+    def _ibp_margins(self, c: Tensor, r: Tensor, y: Tensor) -> Tensor:
+        """ibp_margins from the input interval (c, r), for checked arguments."""
         if not self._fold:
             c, r = self.interval(c, r)
             n, k = c.shape
-            check_labels("BoundedModule.ibp_margins", y, x.shape[0], k)
+            check_labels("BoundedModule.ibp_margins", y, n, k)
             others = torch.ones(n, k, dtype=torch.bool, device=c.device)
             others[torch.arange(n, device=c.device), y] = False
             lo_y = (c - r).gather(1, y[:, None])

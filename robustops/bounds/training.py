@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustops.bounds.crown import crown_ibp_margins
+from robustops.bounds.crown import _crown_ibp_margins, crown_ibp_margins
 from robustops._checks import check_floating, check_label_shape, check_labels
-from robustops.bounds.ibp import BoundedModule, _check_eps
+from robustops.bounds.ibp import BoundedModule, _ball, _check_domain, _check_eps
 
 __all__ = ["robust_cross_entropy", "subperturbation_weights", "certified_loss", "CertifiedLoss",
            "verified_error", "verified", "clean_error", "linear_schedule", "smoothed_schedule"]
@@ -97,13 +97,14 @@ def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[floa
         raise TypeError(f"{fn}: argument 'bounded' must be a robustops.bounds.BoundedModule, got "
                         f"{type(bounded).__name__}")
     check_floating(fn, "x", x)
-    check_labels(fn, y, x.shape[0], bounded.num_classes)
+    bounded._check_labels(fn, y, x.shape[0])
     eps = _check_eps(eps, x, fn)
+    lower, upper = _check_domain(x, lower, upper)  # once, on x (not on its N copies below)
     if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not 0 <= kappa <= 1:
         raise ValueError(f"{fn}: argument 'kappa' must be a number in [0, 1], got {kappa!r}")
     if method not in ("ibp", "crown-ibp"):
         raise ValueError(f"{fn}: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
-    c = subperturbation_weights(n, weights, device=x.device).to(x.dtype)
+    weight = subperturbation_weights(n, weights, device=x.device).to(x.dtype)
     if logits is None and kappa > 0:
         logits = bounded(x)
     if logits is not None:
@@ -119,13 +120,15 @@ def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[floa
         radii = (steps[:, None] * (eps / n)[None, :]).reshape(-1)
     else:
         radii = (steps * (eps / n)).repeat_interleave(b)
-    xs = x.repeat((n,) + (1,) * (x.dim() - 1))
+    c, r = _ball(x.repeat((n,) + (1,) * (x.dim() - 1)), radii, lower, upper)
     if method == "ibp":
-        margins = bounded.ibp_margins(xs, y.repeat(n), radii, lower, upper)
+        margins = bounded._ibp_margins(c, r, y.repeat(n))
     else:
-        margins = crown_ibp_margins(bounded, xs, y.repeat(n), radii, lower, upper, beta)
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
+            raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
+        margins = _crown_ibp_margins(bounded, c, r, y.repeat(n), beta)
     per_radius = robust_cross_entropy(margins, reduction="none").reshape(n, b).mean(1)
-    robust = (c * per_radius).sum()
+    robust = (weight * per_radius).sum()
     loss = robust if kappa == 0 else kappa * clean + (1 - kappa) * robust
     return CertifiedLoss(loss, clean, robust, per_radius)
 
