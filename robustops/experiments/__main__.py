@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import torch
 
-from robustops.experiments.common import DATASETS, EXPERIMENTS, Settings, run
+from robustops.experiments.common import (DATASETS, DEFAULT_SEEDS, DEFAULT_THREADS, EXPERIMENTS, Settings, run,
+                                          verdict_line)
 
 BENCH = "bench"  # the experiment that runs the benchmark suite, which only a source checkout has
 SMOKE_TEST = "a --tiny run is a smoke test (a few batches): it judges nothing"
@@ -111,7 +112,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="a few batches: a smoke test (the tests), judging nothing")
     scale.add_argument("--full", action="store_const", dest="scale", const="full", help="the longer run")
     parser.add_argument("--out", default="experiments_out", help="output directory (default: experiments_out)")
-    parser.add_argument("--seed", type=_seed, default=0)
+    parser.add_argument("--seed", type=_seed, default=0, help="the first seed (default 0)")
+    parser.add_argument("--seeds", type=_positive_int, default=None,
+                        help="how many seeds: --seed, --seed + 1, ... (default: "
+                             + ", ".join(f"{n} at --{s}" for s, n in DEFAULT_SEEDS.items()) + ")")
+    parser.add_argument("--jobs", type=_positive_int, default=None,
+                        help="run the seeds side by side in this many processes (default: as many as the CPUs "
+                             "allow at --threads each); changes no number")
     parser.add_argument("--data", choices=DATASETS, default="digits",
                         help="the data set (default: the embedded digits; the others are read from --data-root)")
     parser.add_argument("--data-root", default=None, help="the directory of the MNIST / CIFAR files")
@@ -119,9 +126,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="use the first N training and N test images (default: all)")
     parser.add_argument("--device", type=_device, default="cpu",
                         help="a device torch has here (default: cpu)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="torch's intra-op threads (default: torch's; 1 is faster for these small "
-                             "networks on a busy machine)")
+    parser.add_argument("--threads", type=_positive_int, default=DEFAULT_THREADS,
+                        help=f"torch's intra-op threads per seed (default {DEFAULT_THREADS}, whatever the machine: "
+                             "the numbers depend on it, so it is fixed and recorded)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
@@ -146,15 +153,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     _output_dir(parser, args.out)
 
     settings = Settings(scale=args.scale or "quick", seed=args.seed, out=args.out, data_root=args.data_root,
-                        data=args.data, limit=args.limit, threads=args.threads, device=args.device,
+                        data=args.data, limit=args.limit, threads=args.threads, seeds=args.seeds, jobs=args.jobs,
+                        device=args.device,
                         progress=False if args.no_progress else None)
     for name in names:
         result = run(name, settings)
-        if settings.scale == "tiny":
-            verdict = SMOKE_TEST
-        else:
-            verdict = "the claim's direction " + {True: "holds", False: "does not hold",
-                                                  None: "is not judged"}[result.holds] + " in this run"
+        verdict = SMOKE_TEST if settings.scale == "tiny" else verdict_line(result)
         print(f"## {name}\n\n{result.table}\n\n{verdict}")
         png = Path(settings.out) / f"{name}.png"
         drew = png in result.files and png.is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import math
@@ -15,12 +16,22 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor
 
+from robustops.experiments.stats import Verdict
+
 # name -> module (robustops.experiments.<module>) with run(settings) -> ExperimentResult
 EXPERIMENTS: Dict[str, str] = {"bang": "bang", "saf": "saf", "committee": "committee", "certified": "certified",
                                "symmetry": "symmetry", "bench": "bench"}
 
 SCALES = ("tiny", "quick", "full")
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
+# scale -> the number of seeds a run takes by default (--seeds N overrides it)
+DEFAULT_SEEDS = {"tiny": 1, "quick": 3, "full": 5}
+# torch's intra-op threads per seed, unless --threads says otherwise: a fixed number, not
+# the machine's, so that the same command gives the same numbers on every machine (the
+# order of floating-point sums, and so the trained weights, depend on it). One thread
+# per seed is also the fastest use of a small CPU for these small networks: the seeds
+# run side by side in separate processes (--jobs), which does not change any number.
+DEFAULT_THREADS = 1
 
 
 @dataclass
@@ -35,7 +46,15 @@ class Settings:
     progress: Optional[bool] = None
     data: str = "digits"           # one of DATASETS; all but "digits" read files under data_root
     limit: Optional[int] = None    # use the first `limit` training and test images (None: all)
-    threads: Optional[int] = None  # torch's intra-op threads during the run (None: torch's default)
+    threads: int = DEFAULT_THREADS  # torch's intra-op threads per seed (part of what fixes the numbers)
+    seeds: Optional[int] = None    # how many seeds: seed, seed + 1, ... (None: DEFAULT_SEEDS[scale])
+    jobs: Optional[int] = None     # seeds run side by side in this many processes (None: as many as
+    #                                the CPUs allow at `threads` each); changes no number
+
+    def seed_list(self) -> List[int]:
+        """The seeds this run trains: seed, seed + 1, ..., seed + seeds - 1."""
+        count = DEFAULT_SEEDS[self.scale] if self.seeds is None else self.seeds
+        return [self.seed + i for i in range(count)]
 
 
 class Data(NamedTuple):
@@ -103,17 +122,86 @@ def progress_bar(settings: Settings, total: int, desc: str):
                 disable=None if settings.progress is None else not settings.progress)
 
 
+def split_validation(x: Tensor, y: Tensor, fraction: float = 0.1, seed: int = 0):
+    """(x_train, y_train, x_val, y_val): a random ``fraction`` of (x, y) held out, drawn
+    with ``seed``, to pick a checkpoint by (never the test set)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"split_validation: 'fraction' must be in (0, 1), got {fraction!r}")
+    n_val = max(1, int(round(len(x) * fraction)))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+    val, train = order[:n_val], order[n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+def caffe_lr(optimizer: torch.optim.Optimizer, policy: str, **kw) -> torch.optim.lr_scheduler.LambdaLR:
+    """Caffe's learning-rate policies as a torch scheduler stepped once per iteration:
+    "inv" (lr = base_lr (1 + gamma iter)^-power; kw gamma, power), "multistep" (base_lr
+    times gamma for every milestone iteration passed; kw milestones, gamma) and
+    "fixed"."""
+    if policy == "inv":
+        gamma, power = float(kw["gamma"]), float(kw["power"])
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: (1.0 + gamma * it) ** -power)
+    if policy == "multistep":
+        milestones, gamma = [int(m) for m in kw["milestones"]], float(kw["gamma"])
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: gamma ** sum(it >= m for m in milestones))
+    if policy == "fixed":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+    raise ValueError(f"caffe_lr: 'policy' must be 'inv', 'multistep' or 'fixed', got {policy!r}")
+
+
+def band(ax, x: Sequence[float], per_seed: Sequence[Sequence[Optional[float]]], label: str, **kw) -> None:
+    """Plot the mean over the seeds of ``per_seed`` (one sequence per seed, aligned
+    with ``x``) as a line with markers, and mean +- sd as a shaded band."""
+    from robustops.experiments.stats import mean as _mean, sd as _sd
+
+    columns = list(zip(*per_seed))
+    m = [_mean(c) for c in columns]
+    s = [_sd(c) if len(c) > 1 else 0.0 for c in columns]
+    s = [0.0 if math.isnan(v) else v for v in s]
+    line, = ax.plot(x, m, marker="o", markersize=3, label=label, **kw)
+    ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=line.get_color(),
+                    alpha=0.2, linewidth=0)
+
+
+class BestCheckpoint:
+    """The model's weights at its best validation score so far (the first best one on
+    ties): ``update(model, score, step)`` after each epoch, ``restore(model)`` at the
+    end. ``mode`` "max" (accuracy) or "min" (error, loss)."""
+
+    def __init__(self, mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ValueError(f"BestCheckpoint: 'mode' must be 'max' or 'min', got {mode!r}")
+        self.mode, self.score, self.step, self.state = mode, None, None, None
+
+    def update(self, model: torch.nn.Module, score: float, step: int) -> bool:
+        better = self.score is None or (score > self.score if self.mode == "max" else score < self.score)
+        if better:
+            self.score, self.step = float(score), step
+            self.state = copy.deepcopy(model.state_dict())
+        return better
+
+    def restore(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.state is None:
+            raise RuntimeError("BestCheckpoint.restore: update() was never called")
+        model.load_state_dict(self.state)
+        return model
+
+
 @dataclass
 class ExperimentResult:
     name: str
     claim: str                     # the paper's claim, as the README states it
-    table: str                     # markdown, in the paper's layout
-    data: Dict[str, Any]           # raw results (JSON-serializable)
-    holds: Optional[bool] = None   # does the claim's direction hold in this run
+    table: str                     # markdown, in the paper's layout (mean +- sd over the seeds)
+    data: Dict[str, Any]           # raw results (JSON-serializable); "seeds": the per-seed results
+    holds: Optional[bool] = None   # (bench only) does the claim hold in this run
     plot: Optional[Callable[[Path], None]] = None  # writes the PNG to the given path
     settings: Dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     files: List[Path] = field(default_factory=list)  # what run() wrote (write_outputs' paths)
+    verdict: Optional[Verdict] = None  # the papers' experiments: computed from the seeds
+    paper: str = ""                # the paper's headline numbers, quoted (markdown)
+    criterion: str = ""            # what counts as reproducing them, fixed before the runs
+    protocol: str = ""             # what this run did (markdown, generated from its settings)
 
 
 def _strict(value):
@@ -127,27 +215,56 @@ def _strict(value):
     return value
 
 
+SMOKE = "not judged: a --tiny run is a smoke test (a few batches, one seed) and judges nothing"
+
+
+def verdict_line(result: ExperimentResult) -> str:
+    """One line: the verdict (the papers' experiments), the direction (bench), or why none."""
+    if result.settings.get("scale") == "tiny":
+        return SMOKE
+    if result.verdict is not None:
+        return f"{result.verdict.value}: {result.verdict.sentence}"
+    return {True: "holds in this run", False: "does not hold in this run", None: "not judged"}[result.holds]
+
+
 def write_outputs(result: ExperimentResult, out_dir) -> List[Path]:
     """NAME.md, NAME.json and (when the experiment has a plot and matplotlib is
     installed) NAME.png in out_dir; returns the paths written.
 
-    A tiny run (settings scale "tiny") is a smoke test: NAME.md says so instead of a
-    verdict, and NAME.json has "smoke_test": true and "holds": null (the result object
-    keeps what the experiment computed)."""
+    NAME.md has, for the papers' experiments: the paper's numbers, the protocol of the
+    run, the criterion and the verdict computed from the seeds, the table (mean +- sd
+    over the seeds); tools/readme_tables.py copies it into the README. A tiny run
+    (settings scale "tiny") is a smoke test: NAME.md says so instead of a verdict, and
+    NAME.json has "smoke_test": true and "verdict": null (the result object keeps what
+    the experiment computed)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / f"{result.name}.md"
     smoke = result.settings.get("scale") == "tiny"
-    if smoke:
-        verdict = "not judged: a --tiny run is a smoke test (a few batches) and judges nothing"
+    seeds = result.settings.get("seed_list") or []
+    parts = [f"# {result.name}", "", f"Claim: {result.claim}", ""]
+    if result.paper:
+        parts += ["**The paper.** " + result.paper, ""]
+    if result.protocol:
+        parts += ["**This run.** " + result.protocol, ""]
+    if result.criterion:
+        parts += ["**Reproduced when** (stated before the runs): " + result.criterion, ""]
+    if result.verdict is not None and not smoke:
+        parts += [result.verdict.markdown(), ""]
     else:
-        verdict = {True: "holds in this run", False: "does not hold in this run", None: "not judged"}[result.holds]
-    md.write_text(f"# {result.name}\n\nClaim: {result.claim}\n\nDirection: {verdict}.\n\n{result.table}\n\n"
-                  f"Settings: `{json.dumps(result.settings)}`; {result.seconds:.1f} s.\n")
+        parts += [f"Direction: {verdict_line(result)}.", ""]
+    if seeds:
+        parts += [f"Mean ± standard deviation over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
+                  f"({', '.join(map(str, seeds))}):", ""]
+    parts += [result.table, "",
+              f"Settings: `{json.dumps({k: v for k, v in result.settings.items() if k != 'seed_list'})}`; "
+              f"{result.seconds:.1f} s.", ""]
+    md.write_text("\n".join(parts))
     js = out / f"{result.name}.json"
     record = {"name": result.name, "claim": result.claim, "smoke_test": smoke,
-              "holds": None if smoke else result.holds, "settings": result.settings,
-              "seconds": result.seconds,
+              "verdict": None if smoke or result.verdict is None else result.verdict.to_json(),
+              "holds": None if smoke else result.holds, "paper": result.paper, "criterion": result.criterion,
+              "protocol": result.protocol, "settings": result.settings, "seconds": result.seconds,
               "environment": {"torch": torch.__version__, "python": platform.python_version(),
                               "machine": platform.machine(), "cpus": os.cpu_count()},
               "results": result.data}
@@ -166,8 +283,46 @@ def write_outputs(result: ExperimentResult, out_dir) -> List[Path]:
     return paths
 
 
+def _seed_worker(module: str, settings: Dict[str, Any], seed: int) -> Dict[str, Any]:
+    """One seed of an experiment in a worker process (picklable, module level)."""
+    torch.set_num_threads(settings["threads"])
+    mod = importlib.import_module(f"robustops.experiments.{module}")
+    return mod.run_seed(Settings(**settings), seed)
+
+
+def _jobs(settings: Settings, count: int) -> int:
+    if settings.jobs is not None:
+        return min(settings.jobs, count)
+    if settings.device != "cpu":
+        return 1  # one accelerator: the seeds one after another
+    return max(1, min(count, (os.cpu_count() or 1) // settings.threads))
+
+
+def _run_seeds(module_name: str, module, settings: Settings) -> List[Dict[str, Any]]:
+    """module.run_seed(settings, seed) for every seed, in order; side by side in
+    ``jobs`` spawned processes when more than one (the same numbers either way)."""
+    seeds = settings.seed_list()
+    jobs = _jobs(settings, len(seeds))
+    if jobs <= 1:
+        return [module.run_seed(settings, seed) for seed in seeds]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    quiet = asdict(settings)
+    quiet["progress"] = False
+    bar = progress_bar(settings, len(seeds), f"{module_name} ({jobs} processes)")
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_seed_worker, module_name, quiet, seed) for seed in seeds]
+        runs = []
+        for f in futures:
+            runs.append(f.result())
+            bar.update()
+    bar.close()
+    return runs
+
+
 def run(name: str, settings: Optional[Settings] = None) -> ExperimentResult:
-    """Run experiment ``name`` and write its outputs to settings.out."""
+    """Run experiment ``name`` over its seeds and write its outputs to settings.out."""
     if name not in EXPERIMENTS:
         raise ValueError(f"robustops.experiments: unknown experiment {name!r}; there are {sorted(EXPERIMENTS)}")
     settings = settings or Settings()
@@ -175,18 +330,28 @@ def run(name: str, settings: Optional[Settings] = None) -> ExperimentResult:
         raise ValueError(f"robustops.experiments: 'scale' must be one of {SCALES}, got {settings.scale!r}")
     if settings.data not in DATASETS:
         raise ValueError(f"robustops.experiments: 'data' must be one of {DATASETS}, got {settings.data!r}")
-    if settings.threads is not None and not (isinstance(settings.threads, int) and settings.threads >= 1):
-        raise ValueError(f"robustops.experiments: 'threads' must be an int >= 1, got {settings.threads!r}")
+    for key in ("threads", "seeds", "jobs"):
+        value = getattr(settings, key)
+        if (value is not None or key == "threads") and not (
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ValueError(f"robustops.experiments: '{key}' must be an int >= 1, got {value!r}")
     module = importlib.import_module(f"robustops.experiments.{EXPERIMENTS[name]}")
     threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
+    torch.set_num_threads(settings.threads)
     start = time.perf_counter()
     try:
-        result = module.run(settings)
+        if hasattr(module, "run_seed"):
+            runs = _run_seeds(EXPERIMENTS[name], module, settings)
+            result = module.summarize(settings, runs)
+            result.data["seeds"] = {str(seed): r for seed, r in zip(settings.seed_list(), runs)}
+        else:
+            result = module.run(settings)
     finally:
         torch.set_num_threads(threads)
     result.seconds = time.perf_counter() - start
     result.settings = asdict(settings)
+    if hasattr(module, "run_seed"):
+        result.settings["seed_list"] = settings.seed_list()
+        result.settings["jobs_used"] = _jobs(settings, len(settings.seed_list()))
     result.files = write_outputs(result, settings.out)
     return result
