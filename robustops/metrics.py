@@ -19,7 +19,8 @@ Metrics
     mean_abs_distortion  "dist" of the adversarial committee paper: the mean absolute
                          difference per pixel, ||x_adv - x||_1 / (C H W)
     psnr                 peak signal-to-noise ratio, 10 log10(data_range^2 / MSE)
-    ssim                 SSIM (scikit-image), no alignment
+    ssim                 SSIM (scikit-image, Wang et al.'s 11x11 Gaussian window), no
+                         alignment
     ecc_align            aligns one image to another with an ECC homography (OpenCV)
     pass_score           PASS (Rozsa, Rudd & Boult 2016, "Adversarial Diversity and Hard
                          Positive Generation"): SSIM between the original and the
@@ -54,8 +55,13 @@ __all__ = [
 # ITU-R BT.601 luminance weights (R, G, B), those of OpenCV's RGB -> gray conversion.
 _LUMA = (0.299, 0.587, 0.114)
 
-# SSIM's window (scikit-image's default, uniform weights).
-_SSIM_WINDOW = 7
+# SSIM's window: Wang et al.'s (2004) 11x11 circular-symmetric Gaussian, sigma 1.5.
+# scikit-image's structural_similarity with gaussian_weights=True truncates its
+# Gaussian at 3.5 sigma: a radius of int(3.5 * 1.5 + 0.5) = 5, so 11 taps, and it
+# refuses images smaller than that window in either dimension.
+_SSIM_SIGMA = 1.5
+_SSIM_TRUNCATE = 3.5  # scikit-image's, fixed when gaussian_weights=True
+_SSIM_MIN_SIZE = 2 * int(_SSIM_TRUNCATE * _SSIM_SIGMA + 0.5) + 1  # 11
 
 
 # ---------------------------------------------------------------------------------
@@ -90,10 +96,11 @@ def _check_pair(fn: str, a: Tensor, b: Tensor, names: Tuple[str, str]) -> Tuple[
 
 
 def _check_ssim_size(fn: str, shape: torch.Size, names: Tuple[str, str]) -> None:
-    if min(shape[-2:]) < 3:
+    if min(shape[-2:]) < _SSIM_MIN_SIZE:
         raise ValueError(
-            f"{fn}: arguments '{names[0]}' and '{names[1]}' must be at least 3x3 for SSIM, "
-            f"got {shape[-2]}x{shape[-1]}"
+            f"{fn}: arguments '{names[0]}' and '{names[1]}' must be at least "
+            f"{_SSIM_MIN_SIZE}x{_SSIM_MIN_SIZE} for SSIM (its {_SSIM_MIN_SIZE}x{_SSIM_MIN_SIZE} Gaussian "
+            f"window), got {shape[-2]}x{shape[-1]}"
         )
 
 
@@ -196,28 +203,34 @@ def psnr(x: Tensor, x_adv: Tensor, data_range: float = 1.0) -> Tensor:
 
 
 def _ssim_image(structural_similarity, a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM of two float64 images [C, H, W] in [0, 1]: scikit-image's
-    structural_similarity with uniform 7x7 windows (the largest odd size <= min(H, W)
-    for smaller images), averaged over channels for C > 1."""
-    h, w = a.shape[-2:]
-    win = min(_SSIM_WINDOW, h, w)
-    win -= 1 - win % 2  # the largest odd size <= win
+    """SSIM of two float64 images [C, H, W] (H, W >= 11) in [0, 1]: scikit-image's
+    structural_similarity as Wang et al. define it (11x11 Gaussian window, sigma 1.5,
+    population covariances), averaged over channels for C > 1."""
+    kwargs = dict(gaussian_weights=True, sigma=_SSIM_SIGMA, use_sample_covariance=False, data_range=1.0)
     if a.shape[0] == 1:
-        return float(structural_similarity(a[0], b[0], data_range=1.0, win_size=win))
-    return float(structural_similarity(a, b, data_range=1.0, win_size=win, channel_axis=0))
+        return float(structural_similarity(a[0], b[0], **kwargs))
+    return float(structural_similarity(a, b, channel_axis=0, **kwargs))
 
 
 def ssim(x: Tensor, y: Tensor) -> Tensor:
     """The structural similarity (SSIM) of two images, per image, without alignment.
 
-    scikit-image's ``structural_similarity(x, y, data_range=1.0)`` with its defaults
-    (uniform 7x7 windows, sample covariances, K1 = 0.01, K2 = 0.03), on each channel
-    and averaged over the channels for C > 1 (``channel_axis=0``). Images smaller than
-    7x7 use the largest odd window that fits, min(H, W) or min(H, W) - 1; images must
-    be at least 3x3. Computed in float64.
+    The SSIM of Wang, Bovik, Sheikh & Simoncelli (2004), the one PASS uses: scikit-
+    image's ``structural_similarity(x, y, gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1.0)``, i.e. local statistics under an
+    11x11 circular-symmetric Gaussian window with sigma 1.5 (scikit-image truncates
+    it at 3.5 sigma), population (not sample) covariances, K1 = 0.01, K2 = 0.03, the
+    mean of the SSIM map over the pixels at least 5 from the border; on each channel
+    and averaged over the channels for C > 1 (``channel_axis=0``). Images must be at
+    least 11x11 (ValueError otherwise). Computed in float64.
+
+    Changed: earlier versions used scikit-image's defaults (a uniform 7x7 window and
+    sample covariances, and smaller windows for images under 7x7, down to 3x3), so
+    every SSIM and PASS value differs from theirs; scores computed before the change
+    are not comparable with scores computed after it.
 
     Args:
-        x, y: images, [B, C, H, W] or [C, H, W], same shape and device.
+        x, y: images, [B, C, H, W] or [C, H, W], same shape and device, H and W >= 11.
 
     Returns:
         A float64 CPU tensor [B] (0-dim for [C, H, W] inputs); 1 for identical images.
@@ -358,15 +371,19 @@ def pass_score(x: Tensor, x_adv: Tensor, align: bool = True, max_iterations: int
     original with an ECC homography.
 
     PASS(x_adv, x) = SSIM(psi(x_adv, x), x), with psi the alignment of
-    :func:`ecc_align` and SSIM that of :func:`ssim` (data range 1, uniform 7x7
-    windows, averaged over the channels). Where ECC fails, the unaligned image is
+    :func:`ecc_align` and SSIM that of :func:`ssim`: Wang et al.'s SSIM, as Rozsa et
+    al. use it (data range 1, an 11x11 Gaussian window with sigma 1.5, population
+    covariances, averaged over the channels). This changed: earlier versions used
+    scikit-image's default uniform 7x7 window, so every PASS value differs from
+    theirs (typically by a few hundredths; the two are not comparable), and images
+    must now be at least 11x11. Where ECC fails, the unaligned image is
     compared as it is (the alignment is there only to forgive small shifts and
     warps); ``return_aligned`` says which images fell back. 1 for identical images;
     lower is less similar.
 
     Args:
         x: the original images, [B, C, H, W] or [C, H, W], C = 1 or 3 (RGB) when
-            aligning; at least 3x3.
+            aligning; at least 11x11.
         x_adv: the adversarial images, same shape and device as ``x``.
         align: False skips the alignment (plain SSIM, any number of channels).
         max_iterations, epsilon, gauss_filt_size: ECC's settings (see :func:`ecc_align`).

@@ -1,7 +1,8 @@
 """robustops.metrics: the distances and PSNR against hand-computed values, SSIM against
-scikit-image, ECC alignment undoing known shifts (and its exact OpenCV call), PASS on
-identical, shifted, noisy, colour and unalignable images, the success rate's
-conventions, and bad input."""
+scikit-image's Gaussian-window SSIM and Wang et al.'s formula written out, ECC
+alignment undoing known shifts (and its exact OpenCV call), PASS on identical,
+shifted, noisy, colour and unalignable images, the success rate's conventions, and
+bad input."""
 
 from __future__ import annotations
 
@@ -126,31 +127,141 @@ def test_psnr_identical_images_and_data_range():
 # SSIM
 
 
-def test_ssim_is_scikit_image_structural_similarity():
+WANG = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
+
+
+def _reference_ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The reference: scikit-image's structural_similarity with Wang et al.'s
+    settings on one image [C, H, W] (2-D for one channel, channel_axis=0 for more)."""
     from skimage.metrics import structural_similarity
 
+    a, b = a.double().numpy(), b.double().numpy()
+    if a.shape[0] == 1:
+        return structural_similarity(a[0], b[0], **WANG)
+    return structural_similarity(a, b, channel_axis=0, **WANG)
+
+
+def _wang_ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Wang et al.'s SSIM written out, on one image [C, H, W]: at every pixel at least
+    5 from the border, the means, variances and covariance under the 11x11 Gaussian
+    window (sigma 1.5, normalised over its 11 taps per axis), population statistics,
+    C1 = (0.01 L)^2, C2 = (0.03 L)^2 with L = 1; the mean of that map, averaged over
+    the channels."""
+    t = torch.arange(-5, 6, dtype=torch.float64)
+    g = torch.exp(-t**2 / (2 * 1.5**2))
+    g /= g.sum()
+    w = torch.outer(g, g).flatten()  # [121]
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    for x, y in zip(a.double(), b.double()):
+        px = x.unfold(0, 11, 1).unfold(1, 11, 1).flatten(-2)  # [H - 10, W - 10, 121]
+        py = y.unfold(0, 11, 1).unfold(1, 11, 1).flatten(-2)
+        mx, my = px @ w, py @ w
+        vx, vy = (px * px) @ w - mx**2, (py * py) @ w - my**2
+        cxy = (px * py) @ w - mx * my
+        ssim_map = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+        values.append(ssim_map.mean().item())
+    return sum(values) / len(values)
+
+
+def _images(channels: int, h: int = 16, w: int = 12):
+    """Pairs [2, channels, h, w] float64 in [0, 1]: random images and their noisy
+    copies, and smooth blob images and their noisy, brightened copies."""
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(2, 3, 16, 12, generator=g, dtype=torch.float64)
+    x = torch.rand(2, channels, h, w, generator=g, dtype=torch.float64)
     y = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
-    expected = [structural_similarity(x[i].numpy(), y[i].numpy(), data_range=1.0, channel_axis=0) for i in range(2)]
-    assert_close(metrics.ssim(x, y), torch.tensor(expected, dtype=torch.float64), **F64)
-    gray = [structural_similarity(x[i, 0].numpy(), y[i, 0].numpy(), data_range=1.0) for i in range(2)]
-    assert_close(metrics.ssim(x[:, :1], y[:, :1]), torch.tensor(gray, dtype=torch.float64), **F64)
-    one = metrics.ssim(x[0], y[0])
-    assert one.shape == () and one.item() == pytest.approx(expected[0], abs=1e-12)
+    blobs = torch.stack([_blobs(size=max(h, w), channels=channels, seed=s, margin=3)[:, :h, :w] for s in (20, 21)])
+    noisy = (0.8 * blobs + 0.1 + 0.05 * torch.randn(blobs.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    return [("random", x, y), ("structured", blobs, noisy)]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_is_wang_et_al_gaussian_ssim(channels):
+    """ssim and pass_score(align=False) are scikit-image's structural_similarity with
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+    which is Wang et al.'s SSIM written out by hand."""
+    for _, x, y in _images(channels):
+        expected = torch.tensor([_reference_ssim(x[i], y[i]) for i in range(2)], dtype=torch.float64)
+        assert_close(expected, torch.tensor([_wang_ssim(x[i], y[i]) for i in range(2)], dtype=torch.float64),
+                     rtol=0, atol=1e-12)
+        assert_close(metrics.ssim(x, y), expected, **F64)
+        assert_close(metrics.pass_score(x, y, align=False), expected, **F64)
+        one = metrics.ssim(x[0], y[0])
+        assert one.shape == () and one.item() == pytest.approx(expected[0].item(), abs=1e-12)
+        # float32 inputs are compared in float64
+        assert_close(metrics.ssim(x.float(), y.float()),
+                     torch.tensor([_reference_ssim(x[i].float(), y[i].float()) for i in range(2)],
+                                  dtype=torch.float64), **F64)
+    x = _images(channels)[0][1]
     assert_close(metrics.ssim(x.float(), x.float()), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("h, w, win", [(5, 5, 5), (6, 9, 5), (4, 8, 3), (3, 3, 3)])
-def test_ssim_window_shrinks_for_small_images(h, w, win):
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pass_score_of_a_shifted_image_is_the_gaussian_ssim_after_ecc(channels):
+    """align=True: ECC (the exact OpenCV calls of ecc_align) undoes the shift, then
+    PASS is the reference Gaussian SSIM of the original and the aligned image."""
+    import cv2
+
+    x = _blobs(channels=channels, seed=8)
+    x_adv = _shift(x, 1, -2)
+    score, aligned, fell_back = metrics.pass_score(x, x_adv, return_aligned=True)
+    assert not fell_back
+
+    def gray(img):
+        return (img[0] if channels == 1 else 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).numpy()
+
+    _, warp = cv2.findTransformECC(gray(x).astype(np.float32), gray(x_adv).astype(np.float32),
+                                   np.eye(3, dtype=np.float32), cv2.MOTION_HOMOGRAPHY,
+                                   (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-6), None, 5)
+    src = x_adv[0].numpy() if channels == 1 else x_adv.permute(1, 2, 0).contiguous().numpy()
+    warped = cv2.warpPerspective(src, warp, (32, 32), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP)
+    warped = torch.from_numpy(warped)
+    warped = warped[None] if channels == 1 else warped.permute(2, 0, 1)
+    assert torch.equal(aligned, warped)
+    assert score.item() == pytest.approx(_reference_ssim(x, warped), abs=1e-12)
+    assert score.item() == pytest.approx(_wang_ssim(x, warped), abs=1e-12)
+    assert score > 0.99
+    unaligned = metrics.pass_score(x, x_adv, align=False)
+    assert unaligned.item() == pytest.approx(_reference_ssim(x, x_adv), abs=1e-12) and unaligned < score
+
+
+def test_ssim_is_not_the_uniform_7x7_window():
+    """The old window (scikit-image's default: uniform 7x7, sample covariances) gives
+    values far from these on structured images (blobs, noise and a brightness change:
+    0.02 to 0.09 apart here); ours are the Gaussian ones."""
     from skimage.metrics import structural_similarity
 
-    g = torch.Generator().manual_seed(2)
-    x = torch.rand(1, h, w, generator=g, dtype=torch.float64)
-    y = torch.rand(1, h, w, generator=g, dtype=torch.float64)
-    expected = structural_similarity(x[0].numpy(), y[0].numpy(), data_range=1.0, win_size=win)
-    assert metrics.ssim(x, y).item() == pytest.approx(expected, abs=1e-12)
-    assert metrics.pass_score(x, y, align=False).item() == pytest.approx(expected, abs=1e-12)
+    for channels in (1, 3):
+        for name, x, y in _images(channels, 24, 20)[1:]:
+            for i in range(2):
+                if channels == 1:
+                    uniform = structural_similarity(x[i, 0].numpy(), y[i, 0].numpy(), data_range=1.0)
+                else:
+                    uniform = structural_similarity(x[i].numpy(), y[i].numpy(), data_range=1.0, channel_axis=0)
+                ours = metrics.ssim(x[i], y[i]).item()
+                assert ours == pytest.approx(_wang_ssim(x[i], y[i]), abs=1e-12)
+                assert abs(ours - uniform) > 0.01, (name, channels, ours, uniform)
+
+
+@pytest.mark.parametrize("h, w", [(10, 10), (10, 32), (32, 10), (3, 3)])
+def test_ssim_needs_11x11(h, w):
+    """The 11x11 window needs images of at least 11x11 (scikit-image refuses smaller
+    ones); the error says so, and 11x11 itself works."""
+    x = torch.rand(1, h, w, dtype=torch.float64)
+    with pytest.raises(ValueError, match=rf"^ssim: arguments 'x' and 'y' must be at least 11x11 for SSIM "
+                                         rf"\(its 11x11 Gaussian window\), got {h}x{w}$"):
+        metrics.ssim(x, x)
+    with pytest.raises(ValueError, match=rf"^pass_score: arguments 'x' and 'x_adv' must be at least 11x11 "
+                                         rf"for SSIM \(its 11x11 Gaussian window\), got {h}x{w}$"):
+        metrics.pass_score(x, x, align=False)
+    from skimage.metrics import structural_similarity
+
+    with pytest.raises(ValueError, match="win_size exceeds image extent"):
+        structural_similarity(x[0].numpy(), x[0].numpy(), **WANG)
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.rand(2, 1, 11, 11, generator=g, dtype=torch.float64)
+    assert metrics.ssim(a, b).item() == pytest.approx(_reference_ssim(a, b), abs=1e-12)
+    assert metrics.pass_score(a, b, align=False).item() == pytest.approx(_wang_ssim(a, b), abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------
@@ -365,17 +476,17 @@ def test_bad_images(name, args):
 
 
 def test_bad_ssim_and_ecc_arguments():
-    x = torch.rand(2, 8, 8)
-    with pytest.raises(ValueError, match=r"ssim: arguments 'x' and 'y' must be at least 3x3 for SSIM, got 2x8"):
+    x = torch.rand(2, 16, 16)
+    with pytest.raises(ValueError, match=r"ssim: arguments 'x' and 'y' must be at least 11x11 for SSIM .*, got 2x8"):
         metrics.ssim(torch.rand(1, 2, 8), torch.rand(1, 2, 8))
-    with pytest.raises(ValueError, match="pass_score: arguments 'x' and 'x_adv' must be at least 3x3"):
+    with pytest.raises(ValueError, match="pass_score: arguments 'x' and 'x_adv' must be at least 11x11"):
         metrics.pass_score(torch.rand(1, 8, 2), torch.rand(1, 8, 2))
     with pytest.raises(ValueError, match="ecc_align: ECC alignment needs 1-channel or 3-channel .* got 2 channels"):
         metrics.ecc_align(x, x)
     with pytest.raises(ValueError, match="pass_score: ECC alignment needs 1-channel or 3-channel"):
         metrics.pass_score(x, x)
     assert metrics.pass_score(x, x, align=False).item() == pytest.approx(1.0, abs=1e-12)  # SSIM takes any C
-    y = torch.rand(1, 8, 8)
+    y = torch.rand(1, 16, 16)
     with pytest.raises(ValueError, match="'gauss_filt_size' must be an odd integer >= 1, got 4"):
         metrics.ecc_align(y, y, gauss_filt_size=4)
     with pytest.raises(ValueError, match="'max_iterations' must be an integer >= 1, got 0"):

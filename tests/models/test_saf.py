@@ -16,8 +16,11 @@ def test_lenet_saf_layers_and_shapes(kind):
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(20, (5, 5)), (50, (5, 5))]
     fcs = [m for m in net.classifier if isinstance(m, torch.nn.Linear)]
     assert [(f.in_features, f.out_features) for f in fcs] == [(800, 500), (500, 10)]
-    acts = {"plain": torch.nn.ReLU, "rbf": RBF, "mrelu": MReLU}[kind]
-    assert sum(isinstance(m, acts) for m in net.features) == 2
+    # the SAF paper's Table 1: no activation after the plain net's convolutions
+    acts = (torch.nn.ReLU, RBF, MReLU)
+    want = {"plain": None, "rbf": RBF, "mrelu": MReLU}[kind]
+    assert [type(m) for m in net.features if isinstance(m, acts)] == ([] if want is None else [want, want])
+    assert sum(isinstance(m, torch.nn.ReLU) for m in net.classifier) == 1
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.features) == (0 if kind == "plain" else 2)
     assert isinstance(net.output, RBF) == (kind != "plain")
     y = net(torch.rand(3, 1, 28, 28))
