@@ -199,8 +199,33 @@ def test_tiny_is_a_smoke_test_with_no_verdict(demo, tmp_path, capsys):
 def test_quick_run_keeps_its_verdict(demo, tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "the claim's direction holds in this run" in out and "smoke test" not in out
+    assert "\nholds in this run\n" in out and "smoke test" not in out
     md = (tmp_path / "demo.md").read_text()
     assert "Direction: holds in this run." in md and "smoke test" not in md
     record = json.loads((tmp_path / "demo.json").read_text())
     assert record["smoke_test"] is False and record["holds"] is True
+
+
+def test_quick_run_prints_the_computed_verdict(demo, tmp_path, capsys, monkeypatch):
+    """An experiment with a verdict (the papers' experiments): the command line prints
+    its value and sentence, NAME.md its parts, NAME.json the whole verdict."""
+    from robustops.experiments import stats
+
+    parts = [stats.Part("FGS rate lower", "90% vs 2%", True, "lower in 3 of 3 seeds"),
+             stats.Part("noise flips lower", "20% vs 3%", False, "interval includes 0")]
+    module = sys.modules[DEMO_MODULE]
+    plain = module.run
+
+    def run(settings):
+        result = plain(settings)
+        result.holds, result.verdict = None, stats.verdict(parts)
+        return result
+
+    monkeypatch.setattr(module, "run", run)
+    assert cli.main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "partly reproduced: holds: FGS rate lower. Does not hold: noise flips lower." in out
+    md = (tmp_path / "demo.md").read_text()
+    assert "| noise flips lower | 20% vs 3% | interval includes 0 | no |" in md
+    record = json.loads((tmp_path / "demo.json").read_text())
+    assert record["verdict"]["value"] == "partly reproduced" and record["holds"] is None

@@ -134,3 +134,62 @@ def test_every_experiment_runs_on_files(name, data, tmp_path):
     record = json.loads((out / f"{name}.json").read_text())
     assert record["settings"]["data"] == data and record["results"]["data"] == data
     assert result.table in (out / f"{name}.md").read_text()
+
+
+def _results(tmp_path, name: str, **kw) -> dict:
+    settings = Settings(scale="tiny", out=str(tmp_path), progress=False, **kw)
+    experiments.run(name, settings)
+    return json.loads((tmp_path / f"{name}.json").read_text())
+
+
+def test_seeds_are_reproducible_in_process_and_in_workers(tmp_path):
+    """The same seeds and threads give the same numbers, whether the seeds run one
+    after another here or side by side in spawned worker processes."""
+    here = _results(tmp_path / "a", "bang", seeds=2, jobs=1)
+    workers = _results(tmp_path / "b", "bang", seeds=2, jobs=2)
+    assert here["settings"]["seed_list"] == [0, 1] and workers["settings"]["jobs_used"] == 2
+    assert set(here["results"]["seeds"]) == {"0", "1"}
+    assert here["results"]["seeds"] == workers["results"]["seeds"]
+    assert here["results"]["seeds"]["0"] != here["results"]["seeds"]["1"]
+    assert here["settings"]["threads"] == 1  # the default is fixed, not the machine's
+
+
+def test_runner_seed_options(tmp_path):
+    assert Settings(scale="quick", seed=5).seed_list() == [5, 6, 7]
+    assert Settings(scale="full").seed_list() == [0, 1, 2, 3, 4]
+    assert Settings(scale="tiny", seeds=2, seed=-1).seed_list() == [-1, 0]
+    for key in ("seeds", "jobs", "threads"):
+        with pytest.raises(ValueError, match=f"'{key}' must be an int >= 1"):
+            experiments.run("symmetry", Settings(out=str(tmp_path), **{key: 0}))
+
+
+def test_checkpoint_and_validation_split():
+    import torch
+
+    from robustops.experiments.common import BestCheckpoint, caffe_lr, split_validation
+
+    x, y = torch.arange(20.0).view(20, 1), torch.arange(20)
+    xt, yt, xv, yv = split_validation(x, y, 0.25, seed=3)
+    assert len(xv) == 5 and len(xt) == 15 and sorted(torch.cat([yt, yv]).tolist()) == list(range(20))
+    assert torch.equal(split_validation(x, y, 0.25, seed=3)[3], yv)
+    model = torch.nn.Linear(1, 1)
+    best = BestCheckpoint("max")
+    for step, score in enumerate([0.5, 0.9, 0.9, 0.1]):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        best.update(model, score, step)
+    assert best.step == 1 and best.restore(model).weight.item() == 1.0
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = caffe_lr(opt, "inv", gamma=1e-4, power=0.75)
+    for _ in range(10000):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * 2 ** -0.75)
+    opt = torch.optim.SGD(model.parameters(), lr=0.001)
+    sched = caffe_lr(opt, "multistep", milestones=[3, 5], gamma=0.1)
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5])

@@ -34,3 +34,42 @@ def test_readme_tables_are_the_committed_outputs():
     kinds = {m.group(2) for m in tool.BLOCK.finditer(text)}
     assert kinds == {"experiment", "bench"}, kinds
     assert tool.render(text) == text, "run python tools/readme_tables.py"
+
+
+def _experiment_prose():
+    """The README's Experiments section without its generated blocks, code blocks,
+    inline code and headings: the text written by hand."""
+    with open(README) as f:
+        text = f.read()
+    start = text.index("\n## Experiments\n")
+    end = text.index("\n## ", start + 1)
+    section = text[start:end]
+    section = re.sub(r"<!-- experiment:(\S+) -->\n.*?<!-- /experiment:\1 -->", "", section, flags=re.S)
+    section = re.sub(r"```.*?```", "", section, flags=re.S)
+    section = re.sub(r"`[^`]*`", "", section)
+    return [line for line in section.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_experiment_prose_types_no_number():
+    """Every number in the README's Experiments section comes from the committed
+    results (the generated blocks): the hand-written prose holds no digit."""
+    lines = _experiment_prose()
+    assert lines, "the Experiments section has no prose: the check would be empty"
+    # names are not numbers: the papers' "Table 2" / "Figure 3", the group p4
+    names = re.compile(r"\b(Tables?|Figures?|Fig\.|Eq\.|eq\.) \d+\b|\bp4\b")
+    typed = [line for line in lines if re.search(r"\d", names.sub("", line))]
+    assert not typed, "numbers typed by hand in the README's Experiments section:\n" + "\n".join(typed)
+
+
+def test_every_paper_experiment_has_a_generated_verdict():
+    import json
+
+    root = os.path.dirname(README)
+    with open(README) as f:
+        text = f.read()
+    for name in ("bang", "saf", "committee", "certified", "symmetry"):
+        record = json.load(open(os.path.join(root, "experiments", "results", f"{name}.json")))
+        assert record["verdict"]["value"] in ("reproduced", "partly reproduced", "not reproduced"), name
+        assert len(record["settings"]["seed_list"]) >= 3, name
+        block = re.search(rf"<!-- experiment:{name} -->\n(.*?)<!-- /experiment:{name} -->", text, re.S).group(1)
+        assert record["verdict"]["sentence"] in block, name

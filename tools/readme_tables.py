@@ -1,8 +1,9 @@
 """Copy the committed result tables into the README, so that no number in it is
 typed in by hand:
 
-- each experiment's table and verdict (experiments/results/NAME.md) between the
-  markers <!-- experiment:NAME --> and <!-- /experiment:NAME -->;
+- each experiment's report (experiments/results/NAME.md: the paper's numbers, what
+  the run did, the criterion, the verdict computed from the seeds and the table of
+  mean +- sd) between the markers <!-- experiment:NAME --> and <!-- /experiment:NAME -->;
 - the benchmark targets of a device (bench/results/DEVICE.md, with the machine and the
   share of the CPU other processes took during the run) between
   <!-- bench:DEVICE:targets --> and <!-- /bench:DEVICE:targets -->, and the first
@@ -17,6 +18,7 @@ tests/test_readme.py runs the check.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -38,18 +40,26 @@ def _table(lines, start: int = 0) -> str:
 
 
 def experiment(name: str) -> str:
-    """The table and the direction line of experiments/results/NAME.md."""
+    """experiments/results/NAME.md from the line after its claim up to its settings
+    line (a bench report: its table and its direction line), and where it came from."""
     lines = (RESULTS / f"{name}.md").read_text().splitlines()
-    direction = next(line for line in lines if line.startswith("Direction:"))
-    return f"{_table(lines)}\n\n{direction} (`experiments/results/{name}.md`)\n"
+    record = json.loads((RESULTS / f"{name}.json").read_text())
+    if record.get("verdict") is None:
+        direction = next(line for line in lines if line.startswith("Direction:"))
+        return f"{_table(lines)}\n\n{direction} (`experiments/results/{name}.md`)\n"
+    start = next(k for k, line in enumerate(lines) if line.startswith("Claim:")) + 1
+    end = next(k for k, line in enumerate(lines) if line.startswith("Settings:"))
+    body = "\n".join(lines[start:end]).strip()
+    settings = record["settings"]
+    return (f"{body}\n\nFrom `experiments/results/{name}.md`: `--{settings['scale']}`, "
+            f"{len(settings['seed_list'])} seeds, {settings['threads']} thread{'s' if settings['threads'] > 1 else ''} per seed, "
+            f"{record['seconds']:.0f} s on this 2-core CPU.\n")
 
 
 def bench(spec: str) -> str:
     """DEVICE:targets: where and how busy the run of bench/results/DEVICE.{json,md}
     was, and its targets table; DEVICE:SECTION: the first table under the heading
     "## SECTION..." of bench/results/DEVICE.md."""
-    import json
-
     device, section = spec.split(":", 1)
     lines = (BENCH / f"{device}.md").read_text().splitlines()
     if section != "targets":

@@ -283,42 +283,60 @@ def write_outputs(result: ExperimentResult, out_dir) -> List[Path]:
     return paths
 
 
-def _seed_worker(module: str, settings: Dict[str, Any], seed: int) -> Dict[str, Any]:
-    """One seed of an experiment in a worker process (picklable, module level)."""
+def _task(module: str, settings: Dict[str, Any], seed: int, unit: Optional[str]) -> Dict[str, Any]:
+    """One seed (or one unit of one seed) of an experiment; in a worker process too
+    (picklable, module level)."""
     torch.set_num_threads(settings["threads"])
     mod = importlib.import_module(f"robustops.experiments.{module}")
-    return mod.run_seed(Settings(**settings), seed)
+    settings = Settings(**settings)
+    return mod.run_seed(settings, seed) if unit is None else mod.run_unit(settings, seed, unit)
 
 
 def _jobs(settings: Settings, count: int) -> int:
     if settings.jobs is not None:
         return min(settings.jobs, count)
     if settings.device != "cpu":
-        return 1  # one accelerator: the seeds one after another
+        return 1  # one accelerator: one task after another
     return max(1, min(count, (os.cpu_count() or 1) // settings.threads))
 
 
-def _run_seeds(module_name: str, module, settings: Settings) -> List[Dict[str, Any]]:
-    """module.run_seed(settings, seed) for every seed, in order; side by side in
-    ``jobs`` spawned processes when more than one (the same numbers either way)."""
-    seeds = settings.seed_list()
-    jobs = _jobs(settings, len(seeds))
-    if jobs <= 1:
-        return [module.run_seed(settings, seed) for seed in seeds]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _tasks(module, settings: Settings) -> List[tuple]:
+    """(seed, unit) pairs: an experiment with ``units(settings)`` (independent parts
+    of a seed, such as the networks of a table) is run unit by unit, which spreads
+    the work evenly over the processes; others seed by seed (unit None)."""
+    units = module.units(settings) if hasattr(module, "units") else [None]
+    return [(seed, unit) for seed in settings.seed_list() for unit in units]
 
-    quiet = asdict(settings)
-    quiet["progress"] = False
-    bar = progress_bar(settings, len(seeds), f"{module_name} ({jobs} processes)")
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_seed_worker, module_name, quiet, seed) for seed in seeds]
-        runs = []
-        for f in futures:
-            runs.append(f.result())
-            bar.update()
-    bar.close()
-    return runs
+
+def _run_seeds(module_name: str, module, settings: Settings) -> List[Dict[str, Any]]:
+    """The per-seed results, in seed order: module.run_seed(settings, seed), or for
+    an experiment with units {unit: module.run_unit(settings, seed, unit)}. The tasks
+    run side by side in ``jobs`` spawned processes when more than one (the same
+    numbers either way: every task seeds itself and runs at settings.threads)."""
+    tasks = _tasks(module, settings)
+    jobs = _jobs(settings, len(tasks))
+    config = asdict(settings)
+    if jobs <= 1:
+        done = [_task(module_name, config, seed, unit) for seed, unit in tasks]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        config["progress"] = False
+        bar = progress_bar(settings, len(tasks), f"{module_name} ({jobs} processes)")
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_task, module_name, config, seed, unit) for seed, unit in tasks]
+            done = []
+            for f in futures:
+                done.append(f.result())
+                bar.update()
+        bar.close()
+    if tasks[0][1] is None:
+        return done
+    runs: Dict[int, Dict[str, Any]] = {}
+    for (seed, unit), result in zip(tasks, done):
+        runs.setdefault(seed, {})[unit] = result
+    return [runs[seed] for seed in settings.seed_list()]
 
 
 def run(name: str, settings: Optional[Settings] = None) -> ExperimentResult:
@@ -340,7 +358,7 @@ def run(name: str, settings: Optional[Settings] = None) -> ExperimentResult:
     torch.set_num_threads(settings.threads)
     start = time.perf_counter()
     try:
-        if hasattr(module, "run_seed"):
+        if hasattr(module, "run_seed") or hasattr(module, "run_unit"):
             runs = _run_seeds(EXPERIMENTS[name], module, settings)
             result = module.summarize(settings, runs)
             result.data["seeds"] = {str(seed): r for seed, r in zip(settings.seed_list(), runs)}
@@ -350,8 +368,8 @@ def run(name: str, settings: Optional[Settings] = None) -> ExperimentResult:
         torch.set_num_threads(threads)
     result.seconds = time.perf_counter() - start
     result.settings = asdict(settings)
-    if hasattr(module, "run_seed"):
+    if hasattr(module, "run_seed") or hasattr(module, "run_unit"):
         result.settings["seed_list"] = settings.seed_list()
-        result.settings["jobs_used"] = _jobs(settings, len(settings.seed_list()))
+        result.settings["jobs_used"] = _jobs(settings, len(_tasks(module, settings)))
     result.files = write_outputs(result, settings.out)
     return result
