@@ -18,7 +18,9 @@ Attacks
     FGSMaxL1        the SAF paper's variant (Zhao & Griffin, eq. 10): for each image the
                     gradient of the loss towards each wrong class j, grad_x L(f(x), j);
                     keep the one with the largest L1 norm and step by ``beta`` against
-                    its sign (towards that class)
+                    its sign (towards that class). ``targets`` restricts the classes it
+                    may choose (e.g. all but a nonsense output); with ``targets`` it
+                    also runs without labels (``attack(x)``), for nonsense images
     HotCold         hot/cold with one hot class (HC1, Rozsa et al. 2016): the hot class
                     is the closest-scoring wrong class; move along the gradient of
                     z_hot - z_y (raising the hot class, lowering the original one) with
@@ -39,7 +41,8 @@ input gradient is all zero cannot be attacked by a gradient-sign step and count 
 failures (as the BANG paper counts them); ``AttackResult.zero_gradient`` says which.
 
 Checks: x must be a floating-point tensor [B, ...] in [0, 1] and y an int64 tensor [B]
-(TypeError / ValueError naming the argument). The number of classes K is known only
+(TypeError / ValueError naming the argument; only FGSMaxL1 with ``targets`` accepts
+y = None). The number of classes K is known only
 once the model has run, so the first forward of each call checks that the model's
 output is [B, K] and that every label is in [0, K) (a ValueError naming 'y', instead of
 a label of -1 silently taken from the end or a raw IndexError); an attack that runs
@@ -51,13 +54,13 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustops._checks import check_floating, check_label_shape, check_labels
+from robustops._checks import check_floating, check_int, check_label_shape, check_labels
 
 __all__ = ["Attack", "AttackResult", "FGSM", "FGSLineSearch", "FGSMaxL1", "HotCold", "CommitteeExample", "PGD", "eval_mode"]
 
@@ -150,13 +153,15 @@ class Attack:
         self._unchecked_labels: Optional[Tensor] = None
         self._labels_checked = False
 
-    def _check(self, x: Tensor, y: Tensor) -> None:
-        """The checks that need no forward (the label range waits for it: _forward)."""
+    def _check(self, x: Tensor, y: Optional[Tensor]) -> None:
+        """The checks that need no forward (the label range waits for it: _forward).
+        ``y`` None: the input alone (an attack that runs without labels)."""
         name = type(self).__name__
         check_floating(name, "x", x)
         if x.dim() == 0:
             raise ValueError(f"{name}: argument 'x' must have a batch dimension [B, ...], got a 0-dim tensor")
-        check_label_shape(name, y, batch=x.shape[0])
+        if y is not None:
+            check_label_shape(name, y, batch=x.shape[0])
         if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
             raise ValueError(f"{name}: argument 'x' must hold values in [0, 1] (normalization belongs "
                              f"inside the model), got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
@@ -179,13 +184,17 @@ class Attack:
         if y is not None:
             self._unchecked_labels = None
             name = type(self).__name__
-            if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != y.shape[0]:
-                got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-                raise ValueError(f"{name}: the model's output must have shape [{y.shape[0]}, classes] (a row of "
-                                 f"class scores per sample of x), got {got}")
+            self._check_output(out, y.shape[0])
             check_labels(name, y, batch=y.shape[0], num_classes=out.shape[1])
             self._labels_checked = True
         return out
+
+    def _check_output(self, out, batch: int) -> None:
+        """A ValueError unless the model's output is a tensor [batch, classes]."""
+        if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != batch:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"{type(self).__name__}: the model's output must have shape [{batch}, classes] (a "
+                             f"row of class scores per sample of x), got {got}")
 
     def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -245,28 +254,80 @@ class FGSM(Attack):
 
 
 class FGSMaxL1(Attack):
-    """The SAF paper's fast gradient sign (eq. 10): for every wrong class j the gradient
-    g_j = grad_x L(f(x), j); the one with the largest L1 norm is kept, and the image
-    steps by ``beta`` against its sign, towards that class: clamp(x - beta sign(g_j*)).
-    One backward pass per class (K in all), each batched over the samples; the chosen
-    class is in ``evaluate(...).extra["target"]``."""
+    """The SAF paper's fast gradient sign (eq. 10): for every candidate class j the
+    gradient g_j = grad_x L(f(x), j); the one with the largest L1 norm is kept, and the
+    image steps by ``beta`` against its sign, towards that class: clamp(x - beta
+    sign(g_j*)). One backward pass per candidate class, each batched over the samples;
+    the chosen class is in ``evaluate(...).extra["target"]``.
 
-    def __init__(self, model: nn.Module, beta: float = 0.1, loss_fn: Optional[Loss] = None):
+    ``targets``: the classes the attack may choose (an iterable of ints or a 1-D
+    integer tensor, each in [0, K) for a model with K outputs: a ValueError naming
+    'targets' otherwise, the upper bound checked at the first forward). None (the
+    default): every class. The true class y is never a candidate, so the candidates
+    of a sample are ``targets`` minus y. Order and repeats in ``targets`` do not
+    matter: the classes are tried in increasing order and a tie in the L1 norm goes
+    to the lowest class, as without ``targets`` (``targets=range(K)`` gives the
+    unrestricted attack exactly). A sample left with no candidate (``targets`` is the
+    single class y) is a ValueError naming 'targets', not a silent no-op. A typical
+    use: all classes but a mean-trained model's nonsense output,
+    ``targets=range(K - 1)``.
+
+    Without labels: ``attack(x)`` / ``attack(x, None)`` (``targets`` required, else a
+    ValueError naming 'y') makes every class of ``targets`` a candidate, e.g. to push
+    nonsense images, which have no true class, towards the most attractive meaningful
+    class (robustops.curves.nonsense_samples). ``evaluate(x)`` then has no notion of
+    correct or successful: ``correct`` and ``success`` are all False (success rate
+    NaN); ``x_adv``, ``zero_gradient``, the norms and ``extra["target"]`` are filled."""
+
+    def __init__(self, model: nn.Module, beta: float = 0.1, loss_fn: Optional[Loss] = None,
+                 targets: Optional[Iterable[int]] = None):
         super().__init__(model, loss_fn)
         self.beta = _positive("beta", "FGSMaxL1", beta)
+        self.targets = _classes("FGSMaxL1", "targets", targets) if targets is not None else None
         self._target: Optional[Tensor] = None
 
-    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        if y is not None:
+            return super().__call__(x, y)
+        if self.targets is None:
+            raise ValueError("FGSMaxL1: argument 'y' may be None only when 'targets' is given (without labels "
+                             "every class of targets is a candidate)")
+        self._check(x, None)
+        self._unchecked_labels, self._labels_checked = None, False
+        with eval_mode(self.model), torch.enable_grad():
+            self._zero_gradient = None
+            return self._perturb(x.detach().clone(), None).detach()
+
+    def _candidates(self, classes: int, y: Optional[Tensor]) -> range:
+        """The classes to try, in increasing order, checked against the model's K."""
+        if self.targets is None:
+            return range(classes)
+        if self.targets[-1] >= classes:
+            raise ValueError(f"FGSMaxL1: argument 'targets' must hold classes in [0, {classes}) (the model has "
+                             f"{classes} outputs), got {list(self.targets)}")
+        if y is not None and len(self.targets) == 1:
+            alone = (y == self.targets[0]).nonzero().flatten()
+            if alone.numel():
+                i = int(alone[0])
+                raise ValueError(f"FGSMaxL1: argument 'targets' leaves sample {i} no class to attack towards: "
+                                 f"targets {list(self.targets)} holds only its label {int(y[i])}")
+        return self.targets
+
+    def _perturb(self, x: Tensor, y: Optional[Tensor]) -> Tensor:
         with torch.no_grad():
-            classes = self._forward(x).shape[1]
+            out = self._forward(x)
+        if y is None:
+            self._check_output(out, x.shape[0])
+        classes = out.shape[1]
         best = torch.full((x.shape[0],), -1.0, dtype=torch.float64, device=x.device)
         grad = torch.zeros_like(x)
-        target = y.clone()
-        for j in range(classes):
-            tj = torch.full_like(y, j)
+        target = y.clone() if y is not None else torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        for j in self._candidates(classes, y):
+            tj = torch.full_like(target, j)
             g = self._input_gradient(x, tj)
             norm = g.flatten(1).abs().sum(1).double()
-            norm = torch.where(y == j, torch.full_like(norm, -1.0), norm)   # wrong classes only
+            if y is not None:
+                norm = torch.where(y == j, torch.full_like(norm, -1.0), norm)   # wrong classes only
             better = norm > best
             best = torch.where(better, norm, best)
             grad = torch.where(better.view((-1,) + (1,) * (x.dim() - 1)), g, grad)
@@ -275,10 +336,39 @@ class FGSMaxL1(Attack):
         self._target = target
         return (x - self.beta * grad.sign()).clamp(0, 1)
 
-    def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
-        result = super().evaluate(x, y)
+    def evaluate(self, x: Tensor, y: Optional[Tensor] = None) -> AttackResult:
+        """As Attack.evaluate; without labels (``y`` None, ``targets`` given) no sample
+        counts as correct or successful (see the class docstring)."""
+        if y is not None:
+            result = super().evaluate(x, y)
+        else:
+            x_adv = self(x, None)
+            none = torch.zeros(x.shape[0], dtype=torch.bool)
+            delta = (x_adv - x).flatten(1)
+            result = AttackResult(type(self).__name__, x_adv, none, none.clone(), self._zero_gradient.cpu(),
+                                  delta.abs().amax(1).cpu() if delta.shape[1] else delta.new_zeros(len(x)).cpu(),
+                                  delta.norm(dim=1).cpu())
         result.extra["target"] = self._target.cpu()
         return result
+
+
+def _classes(fn: str, name: str, values) -> tuple:
+    """``values`` (an iterable of ints or a 1-D integer tensor) as a sorted tuple of
+    distinct class indices >= 0: a TypeError for a non-integer, a ValueError for a
+    negative one or none at all (the upper bound waits for the model's output)."""
+    if isinstance(values, Tensor):
+        if values.dim() != 1 or values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+            raise TypeError(f"{fn}: argument '{name}' must be a 1-D integer tensor or an iterable of ints, got a "
+                            f"{values.dtype} tensor of shape {list(values.shape)}")
+        values = values.tolist()
+    elif isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{fn}: argument '{name}' must be an iterable of ints, got {type(values).__name__}")
+    values = [check_int(fn, name, v) for v in values]
+    if not values:
+        raise ValueError(f"{fn}: argument '{name}' must hold at least one class, got none")
+    if min(values) < 0:
+        raise ValueError(f"{fn}: argument '{name}' must hold classes >= 0, got {values}")
+    return tuple(sorted(set(values)))
 
 
 class _LineSearch(Attack):

@@ -58,6 +58,163 @@ def test_fgs_max_l1_picks_the_largest_wrong_class_gradient():
     assert result.extra["target"].tolist() == [j]
 
 
+def _per_class_gradients(model, x, classes):
+    """grad_x CE(f(x_i), j) for every sample i and class j: [K, B, ...], each sample on its own."""
+    grads = []
+    for j in range(classes):
+        rows = []
+        for i in range(len(x)):
+            xi = x[i:i + 1].clone().requires_grad_()
+            (g,) = torch.autograd.grad(F.cross_entropy(model(xi), torch.tensor([j])), xi)
+            rows.append(g[0])
+        grads.append(torch.stack(rows))
+    return torch.stack(grads)
+
+
+def _brute_force_max_l1(model, x, y, beta, candidates, grads=None):
+    """eq. 10 by brute force: per sample, the candidate class (ties: the lowest) whose
+    gradient has the largest L1 norm, and the step against its sign. ``grads``: the
+    per-class gradients (_per_class_gradients), computed here when None."""
+    if grads is None:
+        grads = _per_class_gradients(model, x, model(x[:1]).shape[1])
+    chosen, steps = [], []
+    for i in range(len(x)):
+        cands = [j for j in sorted(set(candidates)) if y is None or j != int(y[i])]
+        norms = [float(grads[j, i].abs().sum()) for j in cands]
+        j = cands[norms.index(max(norms))]
+        chosen.append(j)
+        steps.append((x[i] - beta * grads[j, i].sign()).clamp(0, 1))
+    return torch.stack(steps), chosen
+
+
+def test_fgs_max_l1_targets_restrict_the_choice():
+    # the hand-made model of the test above: class 1's gradient is the largest for y = 0
+    model = _linear([[1.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.5]])
+    x = torch.tensor([[0.5, 0.2, 0.3]], dtype=torch.float64)
+    y = torch.tensor([0])
+    free = attacks.FGSMaxL1(model, beta=0.1).evaluate(x, y)
+    assert free.extra["target"].tolist() == [1]
+    # class 1 ruled out: the only other wrong class, 2, by hand
+    p = torch.softmax(model(x), 1)[0].detach()
+    g2 = model.weight.detach().t() @ (p - F.one_hot(torch.tensor(2), 3).double())
+    for targets in ([0, 2], [2], (2, 0, 2), torch.tensor([2, 0])):  # y itself is ignored; order, repeats
+        restricted = attacks.FGSMaxL1(model, beta=0.1, targets=targets).evaluate(x, y)
+        assert restricted.extra["target"].tolist() == [2]
+        assert_close(restricted.x_adv, (x - 0.1 * g2.sign()).clamp(0, 1), **F64)
+        assert not torch.equal(restricted.x_adv, free.x_adv)
+    # all classes: the unrestricted attack exactly
+    full = attacks.FGSMaxL1(model, beta=0.1, targets=range(3)).evaluate(x, y)
+    assert torch.equal(full.x_adv, free.x_adv) and torch.equal(full.extra["target"], free.extra["target"])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fgs_max_l1_targets_on_a_network(seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 6)).double()
+    x = torch.rand(16, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 6, (16,))
+    grads = _per_class_gradients(model, x, 6)
+    free = attacks.FGSMaxL1(model, beta=0.07).evaluate(x, y)
+    full = attacks.FGSMaxL1(model, beta=0.07, targets=range(6)).evaluate(x, y)
+    for a, b in ((free.x_adv, full.x_adv), (free.extra["target"], full.extra["target"]),
+                 (free.success, full.success), (free.zero_gradient, full.zero_gradient)):
+        assert torch.equal(a, b)
+    expected, chosen = _brute_force_max_l1(model, x, y, 0.07, range(6), grads)
+    assert free.extra["target"].tolist() == chosen
+    assert_close(free.x_adv, expected, **F64)
+    changed = False
+    for targets in ([1, 4], [0, 2, 5], [3, 5]):
+        result = attacks.FGSMaxL1(model, beta=0.07, targets=targets).evaluate(x, y)
+        target = result.extra["target"]
+        assert all(t in targets for t in target.tolist()) and not bool((target == y).any())
+        expected, chosen = _brute_force_max_l1(model, x, y, 0.07, targets, grads)
+        assert target.tolist() == chosen
+        assert_close(result.x_adv, expected, **F64)
+        changed |= not torch.equal(target, free.extra["target"])
+    assert changed
+
+
+def test_fgs_max_l1_without_labels():
+    model = _linear([[1.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.5]])
+    x = torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.9, 0.4]], dtype=torch.float64)
+    # no true class: every class of targets is a candidate (class 0 too)
+    for targets in (range(3), [0, 2], [2]):
+        atk = attacks.FGSMaxL1(model, beta=0.1, targets=targets)
+        expected, chosen = _brute_force_max_l1(model, x, None, 0.1, targets)
+        result = atk.evaluate(x)
+        assert result.extra["target"].tolist() == chosen
+        assert_close(result.x_adv, expected, **F64)
+        assert torch.equal(atk(x), result.x_adv) and torch.equal(atk(x, None), result.x_adv)
+        # no label: nothing is correct or a success
+        assert result.correct.tolist() == [False, False] and result.success.tolist() == [False, False]
+        assert math.isnan(result.success_rate)
+        assert_close(result.linf, (result.x_adv - x).abs().amax(1), **F64)
+    # without labels the first sample goes towards class 1, its own prediction, which an attack
+    # labelled with that prediction could never choose
+    assert model(x).argmax(1).tolist() == [1, 1]
+    assert attacks.FGSMaxL1(model, beta=0.1, targets=range(3)).evaluate(x).extra["target"].tolist() == [1, 0]
+    assert attacks.FGSMaxL1(model, beta=0.1, targets=range(3)).evaluate(x, torch.tensor([1, 1])) \
+        .extra["target"].tolist() == [0, 0]
+    with pytest.raises(ValueError, match="FGSMaxL1: argument 'y' may be None only when 'targets' is given"):
+        attacks.FGSMaxL1(model, beta=0.1)(x)
+    with pytest.raises(ValueError, match="FGSMaxL1: argument 'y' may be None only when 'targets' is given"):
+        attacks.FGSMaxL1(model, beta=0.1).evaluate(x)
+
+
+def test_fgs_max_l1_without_labels_keeps_the_model_and_the_input():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 5))
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(8, 1, 8, 8)
+    x_before = x.clone()
+    result = attacks.FGSMaxL1(model, beta=0.2, targets=range(4)).evaluate(x)
+    assert torch.equal(x, x_before) and model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert all(p.grad is None for p in model.parameters())
+    assert result.x_adv.dtype == x.dtype and 0 <= result.x_adv.min() and result.x_adv.max() <= 1
+    assert set(result.extra["target"].tolist()) <= {0, 1, 2, 3}
+
+
+def test_fgs_max_l1_bad_targets():
+    model = _five_classes()
+    x = torch.rand(3, 1, 2, 2)
+    y = torch.tensor([0, 1, 4])
+    with pytest.raises(ValueError, match="FGSMaxL1: argument 'targets' must hold at least one class"):
+        attacks.FGSMaxL1(model, targets=[])
+    with pytest.raises(ValueError, match=r"FGSMaxL1: argument 'targets' must hold classes >= 0, got \[0, -1\]"):
+        attacks.FGSMaxL1(model, targets=[0, -1])
+    with pytest.raises(TypeError, match="FGSMaxL1: argument 'targets' must be an int, got float"):
+        attacks.FGSMaxL1(model, targets=[0, 1.0])
+    with pytest.raises(TypeError, match="FGSMaxL1: argument 'targets' must be an int, got bool"):
+        attacks.FGSMaxL1(model, targets=[True])
+    with pytest.raises(TypeError, match="FGSMaxL1: argument 'targets' must be an iterable of ints, got int"):
+        attacks.FGSMaxL1(model, targets=3)
+    with pytest.raises(TypeError, match="FGSMaxL1: argument 'targets' must be a 1-D integer tensor"):
+        attacks.FGSMaxL1(model, targets=torch.tensor([[0, 1]]))
+    with pytest.raises(TypeError, match="FGSMaxL1: argument 'targets' must be a 1-D integer tensor"):
+        attacks.FGSMaxL1(model, targets=torch.tensor([0.0, 1.0]))
+    # the upper bound is the model's number of outputs, checked at the first forward (with or without labels)
+    for labels in (y, None):
+        with pytest.raises(ValueError, match=r"FGSMaxL1: argument 'targets' must hold classes in \[0, 5\) \(the "
+                                             r"model has 5 outputs\), got \[1, 5\]"):
+            attacks.FGSMaxL1(model, targets=[5, 1])(x, labels)
+    # a sample left with no candidate: its label is the only target
+    with pytest.raises(ValueError, match="FGSMaxL1: argument 'targets' leaves sample 1 no class to attack "
+                                         r"towards: targets \[1\] holds only its label 1"):
+        attacks.FGSMaxL1(model, targets=[1])(x, y)
+    attacks.FGSMaxL1(model, targets=[2])(x, y)  # no sample is labelled 2: fine
+    attacks.FGSMaxL1(model, targets=[1])(x)     # no labels: fine
+    # without labels the model's output is still checked
+    flat = nn.Sequential(model, nn.Flatten(0))
+    with pytest.raises(ValueError, match=r"FGSMaxL1: the model's output must have shape \[3, classes\]"):
+        attacks.FGSMaxL1(flat, targets=[0])(x)
+    with pytest.raises(ValueError, match=r"FGSMaxL1: argument 'x' must hold values in \[0, 1\]"):
+        attacks.FGSMaxL1(model, targets=[0])(x * 3)
+
+
 def test_success_counts_only_correct_samples_and_zero_gradients_fail():
     class Gate(nn.Module):
         """logits (relu(x0 - 0.5), 0.1): zero gradient wherever x0 < 0.5."""
