@@ -3,7 +3,7 @@ PyTorch loop.
 
 fgsm_attack, pgd_attack
     One attack on a batch of BATCH CIFAR-10-sized images (3x32x32, uniform in [0, 1])
-    against the SAF paper's CIFAR-10 quick net (``robustops.models.cifar_saf``,
+    against the SAF paper's CIFAR-10 net (``robustops.models.cifar_saf``, its Table 3,
     ReLU, seeded weights, in eval mode), with ``robustops.attacks.FGSM(model, eps)``
     and ``robustops.attacks.PGD(model, eps, alpha, steps=PGD_STEPS)`` (seeded random
     start), against the loop a user would write by hand: input.requires_grad_(),

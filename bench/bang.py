@@ -7,9 +7,12 @@ bang_scale
     ``robustops.reference.bang.bang_scale(grad, eps_tensor)`` (eps_tensor =
     torch.full((N,), eps, dtype=float64), built once per case), run eagerly and
     through torch.compile(dynamic=False). The gradients have the shapes of the
-    gradients w.r.t. every Conv2d and Linear output of the SAF paper's LeNet
-    (``lenet_saf``, batch 64, 1x28x28 inputs) and of the CIFAR-10 quick net
-    (``cifar_saf``, batch 100, 3x32x32), found by running each model once (on the
+    gradients w.r.t. every Conv2d and Linear output of the BANG paper's networks,
+    Caffe's LeNet (``lenet_caffe``, batch 64, 1x28x28 inputs) and cifar10_quick
+    (``cifar10_quick``, batch 100, 3x32x32), without their Dropout layer (the
+    reference's per-sample gradients run under vmap, which cannot draw dropout
+    masks; the layer costs little beside the convolutions), found by running each
+    model once (on the
     meta device) with forward hooks; eps is the model's BANG eps. The suite's
     sizes do not apply. The op is applied to gradients and is not differentiable:
     the cases are forward-only. Bytes moved: the op reads grad twice (a norm pass,
@@ -25,7 +28,7 @@ bang_scale
 bang_step
     Whole training steps (forward, cross-entropy loss, backward, SGD step with
     momentum 0.9; the model in train mode, random inputs and labels from a fixed
-    seed) of ``lenet_saf("plain")`` (batch 64) and ``cifar_saf("plain")`` (batch
+    seed) of ``lenet_caffe(dropout=0)`` (batch 64) and ``cifar10_quick(dropout=0)`` (batch
     100), three ways from the same initial weights, each with a model copy and
     optimizer of its own:
 
@@ -70,7 +73,7 @@ from torch import Tensor, nn
 
 import robustops
 from robustops.bang import BANG, misclassified
-from robustops.models.saf import cifar_saf, lenet_saf
+from robustops.models.bang import cifar10_quick, lenet_caffe
 from robustops.reference import bang as reference
 
 from bench.common import (
@@ -134,8 +137,8 @@ class Net:
 
 
 NETS = (
-    Net("lenet_saf", lambda: lenet_saf("plain"), 64, (1, 28, 28), eps=0.815, beta=1.0, ratio=1.0),
-    Net("cifar_saf", lambda: cifar_saf("plain"), 100, (3, 32, 32), eps=0.855, beta=0.4, ratio=0.5),
+    Net("lenet_caffe", lambda: lenet_caffe(dropout=0), 64, (1, 28, 28), eps=0.815, beta=1.0, ratio=1.0),
+    Net("cifar10_quick", lambda: cifar10_quick(dropout=0), 100, (3, 32, 32), eps=0.855, beta=0.4, ratio=0.5),
 )
 
 LAYER_TYPES = (nn.Conv2d, nn.Linear)
