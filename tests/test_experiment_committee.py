@@ -1,7 +1,8 @@
 """robustops.experiments.committee: the tiny run records every row of the Table 2
-layout with sane errors and distortions; the error-at-dist evaluation on stub models
-whose answers are known (the per-image step that hits dist, clamping, white-box
-gradients through preprocessing, committees and test-time noise)."""
+layout with sane errors and distortions, per seed; summarize's verdict on hand-made
+seeds; the error-at-dist evaluation on stub models whose answers are known (the
+per-image step that hits dist, clamping, white-box gradients through preprocessing,
+committees and test-time noise)."""
 
 from __future__ import annotations
 
@@ -46,11 +47,15 @@ def test_tiny_run_records_every_row(tiny):
              + ["adversarial training after 1 stage"]
              + [f"adversarial training after {k} stages" for k in range(2, stages + 1)]
              + ["committee of adversarially trained models"])
-    rows = result.data["rows"]
+    assert result.data["rows"] == names and list(result.data["seeds"]) == ["0"]
+    seed = result.data["seeds"]["0"]
+    rows = seed["rows"]
     assert list(rows) == names
     record = json.loads((out / "committee.json").read_text())
-    assert record["results"]["rows"] == rows and record["smoke_test"] is True and record["holds"] is None
-    assert isinstance(result.holds, bool)
+    assert record["results"]["seeds"]["0"]["rows"] == rows
+    assert record["smoke_test"] is True and record["verdict"] is None and record["holds"] is None
+    assert result.verdict is not None and len(result.verdict.parts) == 3
+    assert seed["validation_images"] + seed["training_images"] == 1346 and seed["validation_images"] == 135
     for name, row in rows.items():
         assert f"| {name} |" in result.table
         assert set(row["error"]) == {str(d) for d in committee.DISTS}
@@ -62,7 +67,49 @@ def test_tiny_run_records_every_row(tiny):
             assert row["dist"][str(d)] == pytest.approx(d, abs=1e-5)
             assert d <= row["eps"][str(d)] <= 1      # clamping makes eps at least dist
         assert row["random"] == ("low-pass" in name)
+        # the epoch kept on the validation split (a committee: one per member)
+        picked = row["picked_epoch"] if isinstance(row["picked_epoch"], list) else [row["picked_epoch"]]
+        assert len(picked) == (stages + 1 if "committee" in name else 1) and all(e == 1 for e in picked)
     assert (out / "committee.png").stat().st_size > 0
+
+
+def _seed_run(no_method, stages, committee_errors):
+    """A per-seed dict as committee.run_seed returns it: errors at dist 0 / 0.1 / 0.2."""
+    def row(group, errors):
+        return {"group": group, "random": False, "picked_epoch": 1,
+                "error": dict(zip(("0.0", "0.1", "0.2"), errors)), "dist": {"0.0": 0.0, "0.1": 0.1, "0.2": 0.2},
+                "eps": {"0.0": 0.0, "0.1": 0.12, "0.2": 0.27}, "unreached": {"0.0": 0.0, "0.1": 0.0, "0.2": 0.0}}
+
+    rows = {committee.NO_METHOD: row("baseline", no_method)}
+    for k, errors in enumerate(stages, 1):
+        rows[committee._stage_name(k)] = row(committee.STAGES_GROUP, errors)
+    rows[committee.ADV_COMMITTEE] = row("adversarial committee", committee_errors)
+    return {"rows": rows, "dae_test_mse": 0.01, "dae_sizes": [784, 500, 30], "training_images": 90,
+            "validation_images": 10, "test_images": 50}
+
+
+def test_summarize_verdicts_from_hand_made_seeds():
+    settings = Settings(scale="quick", seeds=3, out="unused")
+    # the committee below no defence at both dists and below the best stage in every seed: reproduced
+    runs = [_seed_run((0.01, 0.8 + s, 0.98), [(0.05, 0.6, 0.95), (0.04, 0.5 + s, 0.93)], (0.02, 0.3 + s, 0.8 + 2 * s))
+            for s in (0.0, 0.01, 0.02)]
+    result = committee.summarize(settings, runs)
+    assert result.verdict.value == "reproduced"
+    assert [p.holds for p in result.verdict.parts] == [True, True, True]
+    # part 3 compares the mean over dist 0.1 and 0.2 with the best stage of each seed: stage 2 (0.715 + s / 2)
+    assert result.verdict.parts[2].differences == pytest.approx([-0.165, -0.155, -0.145])
+    assert result.data["best_stage"] == ["adversarial training after 2 stages"] * 3
+    assert "| no method | 0.0100 ± 0.0000 | 0.8100 ± 0.0100 | 0.9800 ± 0.0000 |" in result.table
+    # a stage more robust than the committee at both dists: partly reproduced, naming part 3
+    for r in runs:
+        r["rows"]["adversarial training after 1 stage"]["error"].update({"0.1": 0.2, "0.2": 0.7})
+    result = committee.summarize(settings, runs)
+    assert result.verdict.value == "partly reproduced"
+    assert [p.holds for p in result.verdict.parts] == [True, True, False]
+    assert "most robust" in result.verdict.sentence.split("Does not hold:")[1]
+    # no better than no defence anywhere: not reproduced
+    runs = [_seed_run((0.01, 0.5, 0.9), [(0.05, 0.4, 0.8)], (0.02, 0.5 + s, 0.9 + s)) for s in (0.0, 0.01, 0.02)]
+    assert committee.summarize(settings, runs).verdict.value == "not reproduced"
 
 
 def test_error_at_dist_on_a_known_model():
@@ -139,4 +186,5 @@ def test_three_channel_data(tmp_path):
     result = experiments.run("committee", Settings(scale="tiny", data="cifar10", data_root=str(tmp_path),
                                                    out=str(tmp_path / "out"), progress=False))
     assert result.data["data"] == "cifar10" and result.data["dae_sizes"][0] == 3 * 32 * 32
-    assert all(0 <= e <= 1 for row in result.data["rows"].values() for e in row["error"].values())
+    rows = result.data["seeds"]["0"]["rows"]
+    assert all(0 <= e <= 1 for row in rows.values() for e in row["error"].values())

@@ -25,7 +25,7 @@ def test_every_experiment_runs_tiny(name, tmp_path):
 
 def test_symmetry_records_invariance(tmp_path):
     result = experiments.run("symmetry", Settings(scale="tiny", out=str(tmp_path), progress=False))
-    sym = result.data["models"]["symmetry-enforced CNN"]
+    sym = result.data["seeds"]["0"]["models"]["symmetry-enforced CNN"]
     # exact invariance to quarter turns: the same accuracy on the 90-degree rotated set, and
     # at 0, 90, 180 and 270 degrees
     assert sym["rotated_p4"] == sym["test"]
