@@ -70,8 +70,11 @@ the rate nor the mean L-inf at --quick); Caffe's doubled learning rate for biase
 not used; on CIFAR-10 the inputs are in [0, 1] without Caffe's mean subtraction on
 the 0-255 scale, which cifar10_quick's fillers were tuned for.
 
---full: about 25 minutes per seed on a 2-core CPU (4 networks of 10,000 iterations),
-two seeds at a time; --quick about 4 minutes with its 3 seeds.
+--full has not been run here; from the --quick per-network times (about 25 ms per
+iteration with one thread), it should take about 20 minutes per seed (4 networks of
+10,000 iterations and the noise at 20 checkpoints), so about 1 hour for its 5 seeds two
+at a time. --quick: 7.4 minutes measured on a shared 2-core CPU (3 seeds), over the
+5-minute goal; about 4 when the CPU is otherwise idle (an estimate).
 """
 
 from __future__ import annotations
