@@ -73,8 +73,8 @@ the 0-255 scale, which cifar10_quick's fillers were tuned for.
 --full has not been run here; from the --quick per-network times (about 25 ms per
 iteration with one thread), it should take about 20 minutes per seed (4 networks of
 10,000 iterations and the noise at 20 checkpoints), so about 1 hour for its 5 seeds two
-at a time. --quick: 7.4 minutes measured on a shared 2-core CPU (3 seeds), over the
-5-minute goal; about 4 when the CPU is otherwise idle (an estimate).
+at a time. --quick (3 seeds): 229 s measured on an idle 2-core CPU (441 s while other
+work shared it).
 """
 
 from __future__ import annotations

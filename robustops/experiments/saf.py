@@ -78,7 +78,8 @@ of such rejections is reported apart):
 
 --full has not been run here; from the --quick per-network times it should take about
 an hour on a 2-core CPU (75 networks, each with 10,000 nonsense samples). --quick
-(45 networks) took 7.5 minutes on a shared 2-core CPU, over the 5-minute goal.
+(45 networks) took 312 s on an idle 2-core CPU, just over the 5-minute goal (448 s while
+other work shared it).
 """
 
 from __future__ import annotations
