@@ -53,17 +53,31 @@ def robust_cross_entropy(margins: Tensor, reduction: str = "mean") -> Tensor:
     return per_sample.mean() if reduction == "mean" else per_sample.sum()
 
 
+WEIGHT_FORMS = ("gm", "inverse_square", "linear", "exponential", "uniform")
+
+
 def subperturbation_weights(n: int, kind: str = "gm", device=None) -> Tensor:
-    """c_1..c_N: proportional to 1 / r_i = N / (i eps), summing to 1 ("gm"), or 1/N
-    ("uniform", GRT)."""
-    if not (isinstance(n, int) and n >= 1):
+    """c_1..c_N, the weights of the N sub-perturbation radii r_i = i eps / N, summing to
+    1 (float64). "gm": proportional to 1 / r_i, the GM paper's; "uniform": 1 / N
+    (GRT). The other monotonically decreasing forms are for the paper's Fig. 4
+    ablation, whose text does not define its forms: "inverse_square": proportional to
+    1 / r_i^2; "linear": to N + 1 - i (falling in equal steps to 1/N of the first);
+    "exponential": to 2^-i (halving from one radius to the next)."""
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
         raise ValueError(f"subperturbation_weights: argument 'n' must be an int >= 1, got {n!r}")
+    i = torch.arange(1, n + 1, dtype=torch.float64, device=device)
     if kind == "gm":
-        w = 1.0 / torch.arange(1, n + 1, dtype=torch.float64, device=device)
+        w = 1.0 / i
+    elif kind == "inverse_square":
+        w = 1.0 / (i * i)
+    elif kind == "linear":
+        w = n + 1 - i
+    elif kind == "exponential":
+        w = torch.pow(0.5, i)
     elif kind == "uniform":
-        w = torch.ones(n, dtype=torch.float64, device=device)
+        w = torch.ones_like(i)
     else:
-        raise ValueError(f"subperturbation_weights: argument 'kind' must be 'gm' or 'uniform', got {kind!r}")
+        raise ValueError(f"subperturbation_weights: argument 'kind' must be one of {WEIGHT_FORMS}, got {kind!r}")
     return w / w.sum()
 
 
@@ -82,7 +96,8 @@ def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[floa
                    lower: Union[float, Tensor, None] = 0.0, upper: Union[float, Tensor, None] = 1.0,
                    logits: Optional[Tensor] = None) -> CertifiedLoss:
     """The certified training loss above with ``n`` sub-perturbations (``weights``
-    "gm" or "uniform") and bounds from ``method`` "ibp" or "crown-ibp" (the CROWN
+    one of subperturbation_weights' forms: "gm", "uniform", "inverse_square",
+    "linear", "exponential") and bounds from ``method`` "ibp" or "crown-ibp" (the CROWN
     bound mixed with the IBP one: beta * CROWN + (1 - beta) * IBP). ``logits``
     (optional) are the model's outputs on x, if the caller has them already. With
     kappa = 0 the loss is Loss_rob alone and the clean forward pass is skipped

@@ -175,7 +175,7 @@ def test_bad_input():
         BoundedModule(Residual())
     with pytest.raises(ValueError, match="'kappa' must be a number in"):
         certified_loss(bounded, x, y, 0.1, kappa=2.0)
-    with pytest.raises(ValueError, match="'kind' must be 'gm' or 'uniform'"):
+    with pytest.raises(ValueError, match="'kind' must be one of"):
         certified_loss(bounded, x, y, 0.1, weights="exp")
 
 
@@ -311,3 +311,25 @@ def test_a_tensor_method_in_forward_is_named():
 
     with pytest.raises(TypeError, match=r"tensor method '\.flatten\(\)'.*use an nn\.Flatten layer instead"):
         BoundedModule(Net())
+
+
+def test_subperturbation_weight_forms():
+    """Every form sums to 1 and decreases with the radius (uniform: flat), by its formula."""
+    from robustops.bounds.training import WEIGHT_FORMS, subperturbation_weights
+
+    n = 5
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    expected = {"gm": 1 / i, "inverse_square": 1 / i ** 2, "linear": n + 1 - i, "exponential": 0.5 ** i,
+                "uniform": torch.ones(n, dtype=torch.float64)}
+    assert set(WEIGHT_FORMS) == set(expected)
+    for kind, w in expected.items():
+        got = subperturbation_weights(n, kind)
+        assert got.dtype == torch.float64 and float(got.sum()) == pytest.approx(1.0)
+        torch.testing.assert_close(got, w / w.sum())
+        if kind != "uniform":
+            assert bool((got[1:] < got[:-1]).all()), kind
+    assert torch.equal(subperturbation_weights(1, "exponential"), torch.ones(1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="'kind' must be one of"):
+        subperturbation_weights(3, "cubic")
+    with pytest.raises(ValueError, match="'n' must be an int >= 1"):
+        subperturbation_weights(True, "gm")
