@@ -12,8 +12,8 @@
                                                       average probability
     with_dropout(model, {"name": p})                  dropout after the named layers (the
                                                       committee paper's per-layer table)
-    LowPassNoise(sigma, noise)                        preprocessing: Gaussian low-pass
-                                                      filter, then noise injection
+    LowPassNoise(sigma, noise, kernel)                preprocessing: noise injection, then a
+                                                      Gaussian low-pass filter (the paper's order)
     DenoisingAutoencoder, train_denoiser(...)         784-1000-500-250-30-250-500-1000-784,
                                                       trained with input dropout, as
                                                       preprocessing (Preprocessed)
@@ -196,21 +196,43 @@ def _shifted_sum(x: Tensor, taps, dim: int, size: int) -> Tensor:
     return out
 
 
-class LowPassNoise(nn.Module):
-    """Preprocessing: a Gaussian low-pass filter (standard deviation ``sigma`` pixels,
-    kernel 2 ceil(3 sigma) + 1, reflect padding, per channel), then additive Gaussian
-    noise of standard deviation ``noise`` (in training and in eval mode: it is part of
-    the defence), clamped to [0, 1]. ``sigma`` = 0 skips the filter."""
+# the committee paper's three low-pass kernels: taps -> the variance of the Gaussian function
+# sampled at `taps` evenly spaced points over [-3, 3]
+PAPER_KERNELS = {3: 7.0, 5: 1.3, 7: 0.6}
 
-    def __init__(self, sigma: float = 1.0, noise: float = 0.05):
+
+class LowPassNoise(nn.Module):
+    """Preprocessing, as the committee paper applies it: additive Gaussian noise of
+    standard deviation ``noise`` (in training and in eval mode: it is part of the
+    defence) "to destroy the regions created by adversarial noise", THEN a Gaussian
+    low-pass filter (separable, per channel, reflect padding), then a clamp to [0, 1].
+
+    The filter is either a Gaussian of standard deviation ``sigma`` pixels (kernel 2
+    ceil(3 sigma) + 1 taps; ``sigma`` = 0 skips the filter), or, with ``kernel`` = 3,
+    5 or 7, one of the paper's three kernels: the Gaussian function sampled at
+    ``kernel`` evenly spaced points over [-3, 3] (the ends included: the paper says
+    "defined in range (-3, 3)"), of variance 7, 1.3 and 0.6 respectively, normalized
+    to sum 1 (``sigma`` is then ignored). Before this release the filter came first
+    and the noise after it."""
+
+    def __init__(self, sigma: float = 1.0, noise: float = 0.05, kernel: Optional[int] = None):
         super().__init__()
         if not (sigma >= 0 and noise >= 0):
             raise ValueError(f"robustops.defences.LowPassNoise: 'sigma' and 'noise' must be >= 0, got {sigma}, {noise}")
-        self.sigma, self.noise = float(sigma), float(noise)
-        if self.sigma > 0:
+        if kernel is not None and kernel not in PAPER_KERNELS:
+            raise ValueError(f"robustops.defences.LowPassNoise: argument 'kernel' must be None or one of the paper's "
+                             f"kernel sizes {tuple(PAPER_KERNELS)}, got {kernel!r}")
+        self.sigma, self.noise, self.kernel_size = float(sigma), float(noise), kernel
+        if kernel is not None:
+            t = torch.linspace(-3.0, 3.0, kernel, dtype=torch.float64)
+            k = torch.exp(-t * t / (2 * PAPER_KERNELS[kernel]))
+        elif self.sigma > 0:
             radius = int(math.ceil(3 * self.sigma))
             t = torch.arange(-radius, radius + 1, dtype=torch.float64)
             k = torch.exp(-t * t / (2 * self.sigma ** 2))
+        else:
+            k = None
+        if k is not None:
             k = k / k.sum()
             self.register_buffer("kernel", k.float(), persistent=False)
             self._taps = tuple(float(v) for v in k)  # the same weights as Python floats, for forward
@@ -219,11 +241,15 @@ class LowPassNoise(nn.Module):
             self._taps = ()
 
     def extra_repr(self) -> str:
+        if self.kernel_size is not None:
+            return f"kernel={self.kernel_size}, noise={self.noise}"
         return f"sigma={self.sigma}, noise={self.noise}"
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"LowPassNoise: the input must have shape [B, C, H, W], got {tuple(x.shape)}")
+        if self.noise > 0:
+            x = x + self.noise * torch.randn_like(x)
         if self._taps:
             r = len(self._taps) // 2
             h, w = x.shape[2:]
@@ -233,8 +259,6 @@ class LowPassNoise(nn.Module):
             # several times slower than these elementwise passes for 1-3 channels).
             x = _shifted_sum(x, self._taps, 3, w)
             x = _shifted_sum(x, self._taps, 2, h)
-        if self.noise > 0:
-            x = x + self.noise * torch.randn_like(x)
         return x.clamp(0, 1)
 
 

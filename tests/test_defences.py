@@ -111,6 +111,35 @@ def test_low_pass_noise():
         defences.LowPassNoise()(x[0])
 
 
+def test_low_pass_noise_adds_noise_before_the_filter():
+    """The committee paper's order: noise first, then the filter (which averages it);
+    the same seed gives blur(x + noise), not blur(x) + noise."""
+    x = torch.full((1, 1, 32, 32), 0.5, dtype=torch.float64)
+    f = defences.LowPassNoise(1.0, 0.1)
+    torch.manual_seed(3)
+    out = f(x)
+    torch.manual_seed(3)
+    noise = 0.1 * torch.randn_like(x)
+    assert_close(out, _grouped_conv_blur(x + noise, f.kernel.double()).clamp(0, 1))
+    # the filter averages the noise away: far below the injected 0.1
+    assert float(out.std()) < 0.05
+
+
+@pytest.mark.parametrize("size,variance", [(3, 7.0), (5, 1.3), (7, 0.6)])
+def test_low_pass_paper_kernels(size, variance):
+    """The paper's kernels: the Gaussian of the given variance sampled at `size` points
+    evenly spaced over [-3, 3], normalized."""
+    f = defences.LowPassNoise(noise=0.0, kernel=size)
+    t = torch.linspace(-3, 3, size, dtype=torch.float64)
+    k = torch.exp(-t ** 2 / (2 * variance))
+    assert_close(f.kernel.double(), k / k.sum(), rtol=1e-6, atol=1e-7)
+    assert len(f.kernel) == size and "kernel=" in repr(f)
+    x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
+    assert_close(f(x), _grouped_conv_blur(x, f.kernel.double()).clamp(0, 1), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="'kernel' must be None or one of the paper's kernel sizes"):
+        defences.LowPassNoise(kernel=9)
+
+
 def _grouped_conv_blur(x, kernel):
     """The separable Gaussian filter as two grouped convolutions (the reference)."""
     c, r = x.shape[1], kernel.numel() // 2

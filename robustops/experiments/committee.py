@@ -43,9 +43,11 @@ the seed, so the rows of a seed differ only by their defence:
 - no method: the CNN on clean images.
 - dropout: robustops.defences.with_dropout, p = 0.25 after the second convolution
   (its ReLU) and 0.5 after the hidden layer (off at test time, as dropout is).
-- low-pass filter: robustops.defences.LowPassNoise (sigma 1 pixel, then Gaussian noise
-  of standard deviation 0.05, in training and at test time) in front of the CNN,
-  which is trained on the filtered, noisy images.
+- low-pass filter: robustops.defences.LowPassNoise (Gaussian noise of standard
+  deviation 0.05, then a Gaussian filter of sigma 1 pixel: the paper's order, in
+  training and at test time) in front of the CNN, which is trained on the noisy,
+  filtered images. (The paper's own three kernels are LowPassNoise(kernel=3|5|7); the
+  next issue's protocol uses them.)
 - DAE: a robustops.defences.DenoisingAutoencoder trained first (train_denoiser, input
   dropout 0.2), frozen, in front of the CNN, which is trained on its reconstructions.
   Its widths are C*H*W-500-30 rather than the paper's 784-1000-500-250-30: that
