@@ -1,7 +1,7 @@
 """robustops.experiments.committee: the tiny run records every row of the Table 2
 layout with sane errors and distortions, per seed; summarize's verdict on hand-made
 seeds; the error-at-dist evaluation on stub models whose answers are known (the
-per-image step that hits dist, clamping, white-box gradients through preprocessing,
+one step per set that hits dist, clamping, white-box gradients through preprocessing,
 committees and test-time noise)."""
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def test_error_at_dist_on_a_known_model():
     assert large["error"] == 1 and large["eps"] == pytest.approx(0.1) and large["dist"] == pytest.approx(0.1)
     x_adv, eps, unreached = committee._fgs_at_dist(model, x, y, 0.1)
     torch.testing.assert_close(x_adv, torch.full_like(x, 0.4))
-    assert not unreached.any()
+    assert eps == pytest.approx(0.1) and not unreached
 
 
 def test_step_accounts_for_clamping():
@@ -133,23 +133,27 @@ def test_step_accounts_for_clamping():
     x[:, :, ::2] = 1.0
     y = torch.zeros(2, dtype=torch.long)
     x_adv, eps, unreached = committee._fgs_at_dist(_Threshold(), x, y, 0.1)
-    torch.testing.assert_close(eps, torch.full((2,), 0.2, dtype=torch.float64))
+    assert eps == pytest.approx(0.2) and not unreached
     expected = x.clone()
     expected[:, :, ::2] = 0.8
     torch.testing.assert_close(x_adv, expected)
     torch.testing.assert_close(mean_abs_distortion(x, x_adv), torch.full((2,), 0.1, dtype=torch.float64))
-    assert not unreached.any()
     # an image with no room at all is moved as far as it goes (nowhere) and flagged
     blank = committee._error_at_dist(_Threshold(), torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.long), 0.1)
     assert blank == {"error": 1.0, "dist": 0.0, "eps": 1.0, "unreached": 1.0}
 
 
-def test_step_for_hits_the_target():
+def test_one_eps_for_the_set_hits_the_target():
+    """The paper's eq. 2: one eps for the whole set, whose mean absolute distortion over
+    the set is dist (images with more room move more than dist, those with less less)."""
     room = torch.rand(5, 300, generator=torch.Generator().manual_seed(0))
+    room[0] *= 0.3  # an image with little room
     for dist in (0.05, 0.2, 0.4):
-        eps = committee._step_for(room, dist)
-        reached = torch.minimum(room.double(), eps[:, None]).mean(1)
-        torch.testing.assert_close(reached, torch.full((5,), dist, dtype=torch.float64))
+        eps = committee._eps_for_set(room, dist)
+        assert float(room.double().clamp(max=eps).mean()) == pytest.approx(dist, abs=1e-12)
+        per_image = room.double().clamp(max=eps).mean(1)
+        assert float(per_image[0]) < dist < float(per_image[1:].max())
+    assert committee._eps_for_set(room, 0.9) == 1.0  # beyond the set's full room
 
 
 def test_gradient_goes_through_the_preprocessing():
