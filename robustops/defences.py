@@ -6,10 +6,13 @@
                                                       (1 - alpha) CE(x_adv)
     Committee, train_committee(...)                   the adversarial committee: a model
                                                       trained on natural data, then in
-                                                      stages on its own adversarial
-                                                      examples, each stage's snapshot a
-                                                      member; prediction = the members'
-                                                      average probability
+                                                      stages on the clean data joined
+                                                      with pools of adversarial examples
+                                                      made by its snapshots (or, option
+                                                      "online", on its live adversarial
+                                                      examples alone), each stage's
+                                                      snapshot a member; prediction =
+                                                      the members' average probability
     with_dropout(model, {"name": p})                  dropout after the named layers (the
                                                       committee paper's per-layer table)
     LowPassNoise(sigma, noise, kernel)                preprocessing: noise injection, then a
@@ -38,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustops._checks import check_floating, check_int, check_label_shape
+from robustops._checks import check_choice, check_floating, check_int, check_label_shape
 from robustops.attacks import Attack, CommitteeExample
 from robustops.nn.saf import RBF
 
@@ -146,27 +149,128 @@ class Committee(nn.Module):
         return outs.softmax(2).mean(0)
 
 
+class _JoinedBatches:
+    """The batches of (x, y) in chunks of ``batch_size``: in order, or in a new random
+    order on each pass (``shuffle``, drawn from ``generator``). Re-iterable, so fit
+    can make several epochs over it."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool,
+                 generator: Optional[torch.Generator]):
+        self.x, self.y, self.batch_size, self.shuffle, self.generator = x, y, batch_size, shuffle, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for i in range(0, n, self.batch_size):
+            if order is None:
+                yield self.x[i:i + self.batch_size], self.y[i:i + self.batch_size]
+            else:
+                idx = order[i:i + self.batch_size].to(self.x.device)
+                yield self.x[idx], self.y[idx.to(self.y.device)]
+
+
+def _make_pool(attack: Attack, x: Tensor, y: Tensor, batch_size: int, device) -> Tensor:
+    """attack(x, y) in chunks of ``batch_size`` (on ``device`` when given), returned
+    where x is."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        if device is not None:
+            xb, yb = xb.to(device), yb.to(device)
+        out.append(attack(xb, yb).to(x.device))
+    return torch.cat(out)
+
+
 def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer],
                     stages: int = 3, epochs: int = 1, attack_factory: Callable[[nn.Module], Attack] = None,
                     natural_epochs: Optional[int] = None, device=None,
-                    progress: Optional[bool] = None) -> Committee:
-    """The adversarial committee: train ``model`` on natural data (``natural_epochs``,
-    default ``epochs``), snapshot it as the first member; then ``stages`` times: train
-    for ``epochs`` on the adversarial examples of the model as it is at the start of
-    each batch (``attack_factory(model)``, default the committee example
-    CommitteeExample(model, eps=0.1, c=1.0)), and snapshot it as the next member.
-    Returns the Committee of the ``stages + 1`` snapshots (deep copies, in eval mode)."""
-    if not (isinstance(stages, int) and stages >= 0):
-        raise ValueError(f"robustops.defences.train_committee: argument 'stages' must be an int >= 0, got {stages!r}")
+                    progress: Optional[bool] = None, protocol: str = "pools", batch_size: Optional[int] = None,
+                    shuffle: bool = True, seed: Optional[int] = 0) -> Committee:
+    """The adversarial committee of Ulicny et al. ("Robustness of deep convolutional
+    neural networks for image recognition", Sec. 3 and 4). Both protocols first train
+    ``model`` on the natural data of ``loader`` for ``natural_epochs`` (default
+    ``epochs``) and take a snapshot of it, member 0; ``optimizer_factory(model)`` makes
+    the one optimizer used throughout (its state carries over from phase to phase).
+    The adversarial examples come from ``attack_factory(net)``, by default the paper's
+    committee example CommitteeExample(net, eps=0.1, c=1.0).
+
+    ``protocol="pools"`` (the default; the paper's protocol): the training set
+    (x, y) is read from one pass of ``loader`` after the natural training (a shuffling
+    or augmenting loader is thus fixed at that pass). Then, for stage k = 1 ..
+    ``stages``: the snapshot member k - 1 (the model as it is at the start of stage k;
+    member 0 for stage 1) makes the pool P_k = attack_factory(member k - 1)(x, y), one
+    adversarial example per training example (the same size as the training set,
+    labels y); the model trains for ``epochs`` on the clean data joined with every pool
+    so far, (x, P_1, ..., P_k) with labels (y, y, ..., y), so the natural data are
+    never dropped and earlier pools keep being seen; then its snapshot is member k.
+    The joined set is batched by ``batch_size`` (default: the size of the loader's
+    first batch), in a new random order every epoch when ``shuffle`` (drawn from a
+    generator seeded with ``seed``; None: torch's global generator), else in the order
+    x, P_1, ..., P_k. Pools are made in chunks of ``batch_size`` and kept where the
+    loader's tensors are (moved to ``device`` per batch).
+
+    ``protocol="online"`` (the behaviour before this release; robustops.experiments.
+    committee trains this way, in its own loop): each stage trains for ``epochs`` over
+    ``loader`` on the adversarial examples alone, made from the live model at the start
+    of each batch (``attack_factory(model)``, built once); the clean data are not seen
+    again after the natural training. Member k is the snapshot after stage k.
+    ``batch_size``, ``shuffle`` and ``seed`` are ignored.
+
+    Returns the Committee (average of the probabilities) of the ``stages + 1`` members
+    in order [natural network, after stage 1, ..., after stage ``stages``] (deep copies,
+    in eval mode): 6 members for the paper's 5 stages. ``model`` is left trained (in
+    train mode) as the last member."""
+    fn = "robustops.defences.train_committee"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: argument 'model' must be an nn.Module, got {type(model).__name__}")
+    if not callable(optimizer_factory):
+        raise TypeError(f"{fn}: argument 'optimizer_factory' must be callable (model -> optimizer), got "
+                        f"{type(optimizer_factory).__name__}")
+    if attack_factory is not None and not callable(attack_factory):
+        raise TypeError(f"{fn}: argument 'attack_factory' must be None or callable (model -> attack), got "
+                        f"{type(attack_factory).__name__}")
+    stages = check_int(fn, "stages", stages, 0)
+    epochs = check_int(fn, "epochs", epochs, 0)
+    natural_epochs = epochs if natural_epochs is None else check_int(fn, "natural_epochs", natural_epochs, 0)
+    protocol = check_choice(fn, "protocol", protocol, ("pools", "online"))
+    if batch_size is not None:
+        batch_size = check_int(fn, "batch_size", batch_size, 1)
+    if not isinstance(shuffle, bool):
+        raise TypeError(f"{fn}: argument 'shuffle' must be a bool, got {type(shuffle).__name__}")
+    if seed is not None:
+        seed = check_int(fn, "seed", seed)
     attack_factory = attack_factory if attack_factory is not None else (lambda m: CommitteeExample(m, 0.1, 1.0))
     optimizer = optimizer_factory(model)
-    fit(model, loader, optimizer, natural_epochs if natural_epochs is not None else epochs, device=device,
-        progress=progress)
+    fit(model, loader, optimizer, natural_epochs, device=device, progress=progress)
     members = [copy.deepcopy(model).eval()]
-    attack = attack_factory(model)
+    if protocol == "online":
+        attack = attack_factory(model)
+        for _ in _progress(range(stages), "committee stages", progress, stages):
+            fit(model, loader, optimizer, epochs, device=device, progress=False,
+                loss=lambda m, x, y: F.cross_entropy(m(attack(x, y)), y))
+            members.append(copy.deepcopy(model).eval())
+        return Committee(members)
+
+    if stages == 0:
+        return Committee(members)
+    batches = list(loader)
+    if not batches:
+        raise ValueError(f"{fn}: argument 'loader' yielded no batches (the pools protocol needs the training set)")
+    batch_size = batch_size if batch_size is not None else max(len(batches[0][0]), 1)
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    del batches
+    generator = torch.Generator().manual_seed(seed) if (shuffle and seed is not None) else None
+    xs, ys = [x], [y]
     for _ in _progress(range(stages), "committee stages", progress, stages):
-        fit(model, loader, optimizer, epochs, device=device, progress=False,
-            loss=lambda m, x, y: F.cross_entropy(m(attack(x, y)), y))
+        snapshot = members[-1]  # the model as it is now, in eval mode
+        xs.append(_make_pool(attack_factory(snapshot), x, y, batch_size, device))
+        ys.append(y)
+        joined = _JoinedBatches(torch.cat(xs), torch.cat(ys), batch_size, shuffle, generator)
+        fit(model, joined, optimizer, epochs, device=device, progress=False)
         members.append(copy.deepcopy(model).eval())
     return Committee(members)
 

@@ -243,3 +243,198 @@ def test_mean_training_batch_bad_arguments():
 def test_fit_needs_a_module():
     with pytest.raises(TypeError, match="robustops.defences.fit: argument 'model' must be an nn.Module, got function"):
         defences.fit(lambda t: t, [], torch.optim.SGD([torch.zeros(1, requires_grad=True)], 0.1))
+
+
+# --- train_committee: the paper's protocol (pools) and the old one (online) ---------------------------------
+
+def _committee_setup(n=12, batch=5):
+    x, y = _data(n, seed=4)
+    loader = [(x[i:i + batch], y[i:i + batch]) for i in range(0, n, batch)]  # uneven: 5, 5, 2
+    return x, y, loader
+
+
+def _adam(m):
+    return torch.optim.Adam(m.parameters(), 1e-2)
+
+
+class _RecordingFactory:
+    """attack_factory that records the net each attack is made from (and its weights
+    then) and every adversarial batch it returns: the paper's committee example."""
+
+    def __init__(self):
+        self.nets, self.weights, self.outputs = [], [], []
+
+    def __call__(self, net):
+        self.nets.append(net)
+        self.weights.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        out = []
+        self.outputs.append(out)
+        inner = attacks.CommitteeExample(net, 0.1, 1.0)
+
+        def attack(x, y):
+            adv = inner(x, y)
+            out.append((x.clone(), y.clone(), adv.clone()))
+            return adv
+        return attack
+
+    def pool(self, k):
+        return torch.cat([adv for _, _, adv in self.outputs[k]])
+
+
+def _recording_fit(monkeypatch):
+    """Replace defences.fit by the real one that first records one pass over its
+    loader (the data it trains on) and, after training, the model's weights."""
+    calls = []
+    real_fit = defences.fit
+
+    def fit(model, loader, optimizer, epochs=1, loss=None, device=None, progress=None):
+        batches = list(loader)
+        out = real_fit(model, loader, optimizer, epochs, loss=loss, device=device, progress=progress)
+        calls.append({"batches": batches, "loss": loss, "epochs": epochs,
+                      "after": {k: v.detach().clone() for k, v in model.state_dict().items()}})
+        return out
+
+    monkeypatch.setattr(defences, "fit", fit)
+    return calls
+
+
+def _same_weights(net, state):
+    return all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
+def test_train_committee_pools_are_made_from_the_stage_snapshots():
+    """Stage k's pool: the committee example of every training example, made from the
+    snapshot taken at the start of stage k (member k - 1, member 0 the natural net)."""
+    x, y, loader = _committee_setup()
+    record = _RecordingFactory()
+    model = _net(5)
+    trained = defences.train_committee(model, loader, _adam, stages=3, epochs=2, natural_epochs=3,
+                                       attack_factory=record, progress=False)
+    assert len(record.nets) == 3
+    for k in range(3):
+        snapshot = trained.members[k]
+        assert record.nets[k] is snapshot and record.nets[k] is not model
+        assert _same_weights(snapshot, record.weights[k])  # the snapshot did not move since
+        pool = record.pool(k)
+        assert pool.shape == x.shape  # one example per training example
+        assert torch.equal(torch.cat([xb for xb, _, _ in record.outputs[k]]), x)
+        assert torch.equal(torch.cat([yb for _, yb, _ in record.outputs[k]]), y)
+        assert_close(pool, attacks.CommitteeExample(snapshot, 0.1, 1.0)(x, y))
+        assert [len(xb) for xb, _, _ in record.outputs[k]] == [5, 5, 2]  # made in chunks of the loader's batch
+    # later snapshots make different pools (the model moved)
+    assert not torch.equal(record.pool(0), record.pool(2))
+
+
+def test_train_committee_each_stage_trains_on_clean_data_and_every_pool(monkeypatch):
+    x, y, loader = _committee_setup()
+    calls = _recording_fit(monkeypatch)
+    record = _RecordingFactory()
+    defences.train_committee(_net(6), loader, _adam, stages=3, epochs=2, natural_epochs=3, attack_factory=record,
+                             progress=False, shuffle=False)
+    assert len(calls) == 4
+    assert calls[0]["batches"] is not None and calls[0]["epochs"] == 3
+    assert [len(b[0]) for b in calls[0]["batches"]] == [5, 5, 2]  # natural: the loader as it is
+    for k in range(1, 4):
+        seen_x = torch.cat([b[0] for b in calls[k]["batches"]])
+        seen_y = torch.cat([b[1] for b in calls[k]["batches"]])
+        assert calls[k]["epochs"] == 2 and calls[k]["loss"] is None  # plain cross-entropy on the joined set
+        assert seen_x.shape[0] == (k + 1) * len(x)
+        assert torch.equal(seen_x, torch.cat([x] + [record.pool(j) for j in range(k)]))
+        assert torch.equal(seen_y, y.repeat(k + 1))
+        assert max(len(b[0]) for b in calls[k]["batches"]) == 5  # the loader's batch size
+    # an explicit batch_size; shuffled: the same examples each epoch in a new order, the order seeded
+    calls.clear()
+    record = _RecordingFactory()
+    defences.train_committee(_net(6), loader, _adam, stages=2, epochs=1, natural_epochs=3, attack_factory=record,
+                             progress=False, batch_size=7)
+    seen_x = torch.cat([b[0] for b in calls[2]["batches"]])
+    seen_y = torch.cat([b[1] for b in calls[2]["batches"]])
+    joined = torch.cat([x, record.pool(0), record.pool(1)])
+    assert [len(b[0]) for b in calls[2]["batches"]] == [7, 7, 7, 7, 7, 1]
+    assert not torch.equal(seen_x, joined)
+    key = torch.randn(16, dtype=x.dtype)
+    order = (seen_x.flatten(1) @ key).argsort()
+    expected = (joined.flatten(1) @ key).argsort()
+    assert torch.equal(seen_x[order], joined[expected]) and torch.equal(seen_y[order], y.repeat(3)[expected])
+    first = defences.train_committee(_net(6), loader, _adam, stages=2, epochs=2, natural_epochs=3, progress=False,
+                                     seed=3)
+    again = defences.train_committee(_net(6), loader, _adam, stages=2, epochs=2, natural_epochs=3, progress=False,
+                                     seed=3)
+    assert all(_same_weights(a, b.state_dict()) for a, b in zip(first.members, again.members))
+
+
+def test_train_committee_members_are_the_natural_net_and_the_stage_snapshots(monkeypatch):
+    x, y, loader = _committee_setup()
+    calls = _recording_fit(monkeypatch)
+    model = _net(7)
+    trained = defences.train_committee(model, loader, _adam, stages=5, epochs=1, natural_epochs=2, progress=False)
+    assert isinstance(trained, defences.Committee)
+    assert len(trained.members) == 6  # the paper: 5 stages, a committee of 6
+    assert len(calls) == 6
+    for member, call in zip(trained.members, calls):  # member k: the weights right after phase k
+        assert _same_weights(member, call["after"])
+        assert not member.training and member is not model
+    assert len({id(m) for m in trained.members}) == 6
+    with torch.no_grad():  # copies: training the model further leaves them as they were
+        model[1].weight.add_(1.0)
+    assert _same_weights(trained.members[5], calls[5]["after"])
+    none = defences.train_committee(_net(7), loader, _adam, stages=0, natural_epochs=2, progress=False)
+    assert len(none.members) == 1
+
+
+def _old_train_committee(model, loader, optimizer_factory, stages, epochs, attack_factory, natural_epochs):
+    """train_committee as it was before the pools protocol."""
+    import copy
+    optimizer = optimizer_factory(model)
+    defences.fit(model, loader, optimizer, natural_epochs, progress=False)
+    members = [copy.deepcopy(model).eval()]
+    attack = attack_factory(model)
+    for _ in range(stages):
+        defences.fit(model, loader, optimizer, epochs, progress=False,
+                     loss=lambda m, x, y: F.cross_entropy(m(attack(x, y)), y))
+        members.append(copy.deepcopy(model).eval())
+    return members
+
+
+def test_train_committee_online_protocol_is_the_old_behaviour():
+    x, y, loader = _committee_setup()
+    factory = lambda m: attacks.CommitteeExample(m, 0.1, 1.0)
+    expected = _old_train_committee(_net(8), loader, _adam, 2, 2, factory, 3)
+    record = _RecordingFactory()
+    model = _net(8)
+    got = defences.train_committee(model, loader, _adam, stages=2, epochs=2, natural_epochs=3,
+                                   attack_factory=record, protocol="online", progress=False)
+    assert len(got.members) == 3
+    for a, b in zip(got.members, expected):
+        assert _same_weights(a, b.state_dict())
+    assert record.nets == [model]  # one attack, on the live model
+    # per batch, from the model as it was at that batch: 2 stages x 2 epochs x 3 batches, clean inputs only
+    assert len(record.outputs[0]) == 12
+    assert all(torch.equal(xb, x[i % 3 * 5:i % 3 * 5 + 5]) for i, (xb, _, _) in enumerate(record.outputs[0]))
+    # the default factory too
+    torch.manual_seed(0)
+    default = defences.train_committee(_net(8), loader, _adam, stages=2, epochs=2, natural_epochs=3,
+                                       protocol="online", progress=False)
+    assert all(_same_weights(a, b.state_dict()) for a, b in zip(default.members, expected))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"stages": -1}, ValueError, "argument 'stages' must be >= 0"),
+    ({"stages": 2.0}, TypeError, "argument 'stages' must be an int"),
+    ({"epochs": -1}, ValueError, "argument 'epochs' must be >= 0"),
+    ({"natural_epochs": "3"}, TypeError, "argument 'natural_epochs' must be an int"),
+    ({"protocol": "pool"}, ValueError, "argument 'protocol' must be one of \\('pools', 'online'\\)"),
+    ({"batch_size": 0}, ValueError, "argument 'batch_size' must be >= 1"),
+    ({"shuffle": 1}, TypeError, "argument 'shuffle' must be a bool"),
+    ({"seed": 1.5}, TypeError, "argument 'seed' must be an int"),
+    ({"attack_factory": 3}, TypeError, "argument 'attack_factory' must be None or callable"),
+    ({"optimizer_factory": None}, TypeError, "argument 'optimizer_factory' must be callable"),
+    ({"model": "net"}, TypeError, "argument 'model' must be an nn.Module"),
+    ({"loader": []}, ValueError, "argument 'loader' yielded no batches"),
+])
+def test_train_committee_bad_arguments(kwargs, error, match):
+    _, _, loader = _committee_setup()
+    args = {"model": _net(9), "loader": loader, "optimizer_factory": _adam, "natural_epochs": 0, "progress": False}
+    args.update(kwargs)
+    with pytest.raises(error, match=f"robustops.defences.train_committee: {match}"):
+        defences.train_committee(**args)

@@ -62,7 +62,8 @@ the seed, so the rows of a seed differ only by their defence:
   committee as such, without adversarial training, the same size as the adversarial
   one.
 - adversarial training after k stages: the staged training of
-  robustops.defences.train_committee, run epoch by epoch here so that each snapshot
+  robustops.defences.train_committee(protocol="online") (not yet the paper's pools
+  joined with the clean data, the library's default now), run epoch by epoch here so that each snapshot
   can be picked on the validation split: the "no method" network (its weights and its
   Adam state at its picked epoch) is trained ``stages`` times for a few epochs on its
   own adversarial examples (the paper's committee example CommitteeExample(eps = 0.1,
