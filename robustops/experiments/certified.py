@@ -1,4 +1,4 @@
-"""certified: IBP, CROWN-IBP, GM-CROWN-IBP and GRT-CROWN-IBP certified training at one
+"""certified: IBP, GM-IBP, CROWN-IBP, GM-CROWN-IBP and GRT-CROWN-IBP certified training at one
 large eps_train, evaluated at several smaller eps_eval, several seeds: standard (clean)
 error and verified error (the GM paper's Table 3 layout), on the embedded digits (8x8).
 
@@ -28,8 +28,8 @@ eps_eval below eps_train), GM-CROWN-IBP against CROWN-IBP, paired over the seeds
 excludes 0 on the paper's side): GM-CROWN-IBP's verified error is lower at each
 eps_eval < eps_train (here 0.05, 0.1 and 0.2; one part each). Every part holds:
 reproduced; some: partly reproduced (naming them); none: not reproduced. IBP,
-GRT-CROWN-IBP (uniform weights), the standard error and the verified error at
-eps_train itself are reported, not judged.
+GM-IBP (the GM loss on plain IBP bounds), GRT-CROWN-IBP (uniform weights), the
+standard error and the verified error at eps_train itself are reported, not judged.
 
 The verified error: a test image counts as verified at eps when the IBP bound or the
 CROWN-IBP bound (beta = 1, i.e. CROWN back-substitution over IBP intermediate bounds)
@@ -93,6 +93,7 @@ EVAL_BATCH = 512
 SCALE = {"tiny": (2, 2), "quick": (25, None), "full": (100, None)}
 METHODS = {  # name -> (bound method, sub-perturbations, weights)
     "IBP": ("ibp", 1, "gm"),
+    "GM-IBP": ("ibp", N_SUB, "gm"),        # the GM loss on top of plain IBP (reported, not judged)
     "CROWN-IBP": ("crown-ibp", 1, "gm"),
     "GM-CROWN-IBP": ("crown-ibp", N_SUB, "gm"),
     "GRT-CROWN-IBP": ("crown-ibp", N_SUB, "uniform"),
@@ -253,7 +254,7 @@ def summarize(settings: Settings, runs: List[dict]) -> ExperimentResult:
                  "some: partly; none: not reproduced. The verified error counts an image verified when the IBP or "
                  "the CROWN-IBP (beta = 1) lower bound of every margin is positive (the better of two sound "
                  "bounds, per image, the same rule for every row; the paper does not say which bound it uses). "
-                 "IBP, GRT-CROWN-IBP, the standard error and the verified error at eps_train are reported, not "
+                 "IBP, GM-IBP, GRT-CROWN-IBP, the standard error and the verified error at eps_train are reported, not "
                  "judged.")
     r0 = runs[0]
     per_epoch = "" if batches is None else f", {batches} batches per epoch"
@@ -263,8 +264,8 @@ def summarize(settings: Settings, runs: List[dict]) -> ExperimentResult:
                 f"split, {r0['test_images']} test images), every method from the same seed and data order: Adam "
                 f"(lr {LR:g}, batch {BATCH}), {epochs} epochs{per_epoch} ({r0['steps']} steps); eps ramps from 0 to "
                 f"eps_train = {EPS_TRAIN:g} over the first {r0['ramp_end']} steps ({RAMP:.0%}), kappa from "
-                f"{KAPPA[0]:g} to {KAPPA[1]:g} and beta (CROWN-IBP methods) from 1 to 0 over the same steps; GM and "
-                f"GRT with N = {N_SUB} sub-perturbations (weights 1/r_i and uniform). Each network is kept at the "
+                f"{KAPPA[0]:g} to {KAPPA[1]:g} and beta (CROWN-IBP methods) from 1 to 0 over the same steps; GM "
+                f"(on IBP and on CROWN-IBP) and GRT with N = {N_SUB} sub-perturbations (weights 1/r_i and uniform). Each network is kept at the "
                 f"epoch, from epoch {r0['first_candidate_epoch']} (the first to end after the ramp) on, with the "
                 "lowest verified error on the validation split averaged over eps_eval "
                 + ", ".join(f"{e:g}" for e in EPS_EVAL) + "; picked epochs: "
