@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +39,7 @@ from robustops._checks import check_dtype, check_floating, check_int
 from robustops.attacks import FGSM, Attack, FGSMaxL1, Loss, eval_mode
 
 __all__ = ["Curve", "noise_curve", "attack_curve", "nonsense_rate", "nonsense_flags", "rotated_accuracy",
-           "confidence", "gaussian_noisy", "gaussian_nonsense", "nonsense_samples"]
+           "confidence", "gaussian_noisy", "gaussian_nonsense", "eq10_direction", "nonsense_samples"]
 
 
 @dataclass
@@ -305,6 +305,25 @@ def gaussian_nonsense(n: int, shape: Sequence[int], generator: Optional[torch.Ge
     return ((z - lo) / (hi - lo)).to(dtype)
 
 
+def eq10_direction(model: nn.Module, x: Tensor, y: Optional[Tensor] = None, loss_fn: Optional[Loss] = None,
+                   targets: Optional[Iterable[int]] = None, batch_size: int = 1024) -> Tuple[Tensor, Tensor]:
+    """The SAF paper's eq. 10 step as a direction: per pixel +1, -1 or 0, the sign of
+    robustops.attacks.FGSMaxL1's step (with ``loss_fn`` and ``targets``; ``y`` None:
+    no labels, ``targets`` required) wherever the clamp lets the pixel move, and the
+    zero-gradient flag per image. The direction does not depend on beta, so
+    clamp(x + beta d, 0, 1) equals FGSMaxL1(model, beta, ...)(x, y) for every beta >= 0.
+    Computed once, as sign(x_1 - x) with x_1 the attack at beta = 1, in batches of
+    ``batch_size``."""
+    attack = FGSMaxL1(model, 1.0, loss_fn=loss_fn, targets=targets)
+    steps, zero = [], []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        result = attack.evaluate(xb, None if y is None else y[i:i + batch_size])
+        steps.append((result.x_adv - xb).sign())
+        zero.append(result.zero_gradient)
+    return torch.cat(steps), torch.cat(zero)
+
+
 def nonsense_samples(model: nn.Module, x: Tensor, betas: Sequence[float], loss_fn: Optional[Loss] = None,
                      targets: Optional[Iterable[int]] = None, batch_size: int = 1024) -> Dict[float, Tensor]:
     """The SAF paper's nonsense samples (eq. 10): the nonsense images ``x`` (e.g.
@@ -315,9 +334,8 @@ def nonsense_samples(model: nn.Module, x: Tensor, betas: Sequence[float], loss_f
 
     Returns {beta: images} for every beta of ``betas`` (finite, >= 0; beta 0 gives the
     images themselves), the images ``clamp(x + beta d, 0, 1)`` with d the attack's
-    step direction: it does not depend on beta, so it is computed once, as sign(x_1 -
-    x) with x_1 the attack at beta = 1 (the step sign wherever the clamp lets a pixel
-    move), in batches of ``batch_size``. Each equals ``FGSMaxL1(model, beta, loss_fn,
+    step direction (``eq10_direction``, computed once: it does not depend on beta), in
+    batches of ``batch_size``. Each equals ``FGSMaxL1(model, beta, loss_fn,
     targets)(x)`` exactly (the tests check this)."""
     fn = "nonsense_samples"
     _check_data(fn, x, None)
@@ -328,9 +346,7 @@ def nonsense_samples(model: nn.Module, x: Tensor, betas: Sequence[float], loss_f
     if targets is None:
         with eval_mode(model), torch.no_grad():
             targets = range(model(x[:1]).shape[1])
-    attack = FGSMaxL1(model, 1.0, loss_fn=loss_fn, targets=targets)
-    direction = torch.cat([(attack(x[i:i + batch_size]) - x[i:i + batch_size]).sign()
-                           for i in range(0, len(x), batch_size)])
+    direction, _ = eq10_direction(model, x, None, loss_fn, targets, batch_size)
     return {beta: (x + beta * direction).clamp(0, 1) for beta in values}
 
 

@@ -11,6 +11,7 @@ import torch
 
 from robustops import experiments
 from robustops.attacks import FGSMaxL1
+from robustops.curves import eq10_direction
 from robustops.experiments import saf
 from robustops.experiments.common import Settings
 from robustops.nn import HybridLoss
@@ -72,7 +73,7 @@ def test_direction_gives_the_attack_at_every_beta(kind, outputs):
     loss_fn = None if kind == "plain" else HybridLoss(reduction="none")
     x, y = _digit_like()
     meaningful = list(range(10))
-    direction, zero = saf._direction(model, x, y, loss_fn, meaningful)
+    direction, zero = eq10_direction(model, x, y, loss_fn, meaningful)
     assert set(direction.unique().tolist()) <= {-1.0, 0.0, 1.0} and zero.shape == (len(x),)
     for beta in (0.1, 0.3):
         expected = FGSMaxL1(model, beta, loss_fn=loss_fn, targets=meaningful)(x, y)

@@ -84,7 +84,6 @@ other work shared it).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -92,8 +91,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustops.attacks import FGSMaxL1, eval_mode
-from robustops.curves import gaussian_noisy, gaussian_nonsense, nonsense_flags, nonsense_samples
+from robustops.attacks import eval_mode
+from robustops.curves import eq10_direction, gaussian_noisy, gaussian_nonsense, nonsense_flags, nonsense_samples
 from robustops.data import loader
 from robustops.defences import mean_training_batch, random_training_batch
 from robustops.experiments.common import (BestCheckpoint, ExperimentResult, Settings, band, load_data,
@@ -187,18 +186,6 @@ def _mean_psnr(x: Tensor, x_new: Tensor) -> Optional[float]:
     return float(values.mean()) if values.numel() else None
 
 
-def _direction(model: nn.Module, x: Tensor, y: Tensor, loss_fn, targets, batch: int = 512):
-    """The eq. 10 step sign per pixel towards the best class of ``targets`` (the
-    direction does not depend on beta), and the zero-gradient flag per image."""
-    attack = FGSMaxL1(model, 1.0, loss_fn=loss_fn, targets=targets)
-    steps, zero = [], []
-    for i in range(0, len(x), batch):
-        result = attack.evaluate(x[i:i + batch], y[i:i + batch])
-        steps.append((result.x_adv - x[i:i + batch]).sign())
-        zero.append(result.zero_gradient)
-    return torch.cat(steps), torch.cat(zero)
-
-
 def _fgs_examples(model: nn.Module, loss, xb: Tensor, yb: Tensor, eps: float) -> Tensor:
     """Fast-gradient-sign examples of the batch against the live network (training mode)."""
     x = xb.detach().clone().requires_grad_(True)
@@ -261,7 +248,7 @@ def run_unit(settings: Settings, seed: int, name: str) -> Dict:
     model.eval()
 
     attack_loss = None if kind == "plain" else HybridLoss(a3=a3, reduction="none")
-    direction, zero = _direction(model, x_test, y_test, attack_loss, meaningful)
+    direction, zero = eq10_direction(model, x_test, y_test, attack_loss, meaningful, batch_size=512)
     reject = nonsense_class if nonsense_class is not None else -1
     clean_pred = _predict(model, x_test)
     out: Dict = {"kind": kind, "tricks": tricks, "best_epoch": best.step, "validation_error": history,
