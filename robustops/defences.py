@@ -33,6 +33,7 @@ Inputs are images in [0, 1]; everything here keeps them there.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -152,16 +153,19 @@ class Committee(nn.Module):
 class _JoinedBatches:
     """The batches of (x, y) in chunks of ``batch_size``: in order, or in a new random
     order on each pass (``shuffle``, drawn from ``generator``). Re-iterable, so fit
-    can make several epochs over it."""
+    can make several epochs over it: each iteration is one whole pass, or, with
+    ``batches_per_epoch``, that many batches of an endless stream of passes, each
+    iteration carrying on where the last one stopped."""
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool,
-                 generator: Optional[torch.Generator]):
+                 generator: Optional[torch.Generator], batches_per_epoch: Optional[int] = None):
         self.x, self.y, self.batch_size, self.shuffle, self.generator = x, y, batch_size, shuffle, generator
+        self.batches_per_epoch, self._stream = batches_per_epoch, None
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        return self.batches_per_epoch if self.batches_per_epoch is not None else -(-len(self.x) // self.batch_size)
 
-    def __iter__(self):
+    def _pass(self):
         n = len(self.x)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         for i in range(0, n, self.batch_size):
@@ -170,6 +174,17 @@ class _JoinedBatches:
             else:
                 idx = order[i:i + self.batch_size].to(self.x.device)
                 yield self.x[idx], self.y[idx.to(self.y.device)]
+
+    def _passes(self):
+        while True:
+            yield from self._pass()
+
+    def __iter__(self):
+        if self.batches_per_epoch is None:
+            return self._pass()
+        if self._stream is None:
+            self._stream = self._passes()
+        return itertools.islice(self._stream, self.batches_per_epoch)
 
 
 def _make_pool(attack: Attack, x: Tensor, y: Tensor, batch_size: int, device) -> Tensor:
@@ -184,11 +199,39 @@ def _make_pool(attack: Attack, x: Tensor, y: Tensor, batch_size: int, device) ->
     return torch.cat(out)
 
 
+def _train_phase(model: nn.Module, loader, optimizer: torch.optim.Optimizer, epochs: int, phase: int,
+                 select: Optional[Callable[[nn.Module, int], float]], device, progress: Optional[bool],
+                 loss=None) -> Tuple[int, List[float]]:
+    """One phase of train_committee: ``epochs`` epochs of fit; with ``select``, epoch
+    by epoch, each scored by select(model, phase) in eval mode, and the model and the
+    optimizer restored to the best epoch (the first best on ties). Returns (the epoch
+    the phase ends at, 1-based, 0 when it has none; the scores, one per epoch)."""
+    if select is None or epochs == 0:
+        fit(model, loader, optimizer, epochs, loss=loss, device=device, progress=progress)
+        return epochs, []
+    best, best_state, best_optimizer, scores = 0, None, None, []
+    for epoch in range(1, epochs + 1):
+        fit(model, loader, optimizer, 1, loss=loss, device=device, progress=False)
+        model.eval()
+        score = float(select(model, phase))
+        scores.append(score)
+        if best == 0 or score > scores[best - 1]:
+            best = epoch
+            best_state = copy.deepcopy(model.state_dict())
+            best_optimizer = copy.deepcopy(optimizer.state_dict())
+    model.load_state_dict(best_state)
+    optimizer.load_state_dict(best_optimizer)
+    model.train()
+    return best, scores
+
+
 def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer],
                     stages: int = 3, epochs: int = 1, attack_factory: Callable[[nn.Module], Attack] = None,
                     natural_epochs: Optional[int] = None, device=None,
                     progress: Optional[bool] = None, protocol: str = "pools", batch_size: Optional[int] = None,
-                    shuffle: bool = True, seed: Optional[int] = 0) -> Committee:
+                    shuffle: bool = True, seed: Optional[int] = 0,
+                    select: Optional[Callable[[nn.Module, int], float]] = None,
+                    batches_per_epoch: Optional[int] = None) -> Committee:
     """The adversarial committee of Ulicny et al. ("Robustness of deep convolutional
     neural networks for image recognition", Sec. 3 and 4). Both protocols first train
     ``model`` on the natural data of ``loader`` for ``natural_epochs`` (default
@@ -207,22 +250,39 @@ def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory
     so far, (x, P_1, ..., P_k) with labels (y, y, ..., y), so the natural data are
     never dropped and earlier pools keep being seen; then its snapshot is member k.
     The joined set is batched by ``batch_size`` (default: the size of the loader's
-    first batch), in a new random order every epoch when ``shuffle`` (drawn from a
+    first batch), in a new random order every pass when ``shuffle`` (drawn from a
     generator seeded with ``seed``; None: torch's global generator), else in the order
-    x, P_1, ..., P_k. Pools are made in chunks of ``batch_size`` and kept where the
-    loader's tensors are (moved to ``device`` per batch).
+    x, P_1, ..., P_k. An epoch of a stage is one pass over the joined set, or, with
+    ``batches_per_epoch``, that many batches of it, taken from a stream of passes that
+    each epoch continues (so every example is seen equally often): with the number of
+    batches of a natural epoch, every stage trains the same number of iterations
+    whatever the size of its joined set, as the paper's stages do (5000 iterations
+    each). Pools are made in chunks of ``batch_size`` and kept where the loader's
+    tensors are (moved to ``device`` per batch).
 
-    ``protocol="online"`` (the behaviour before this release; robustops.experiments.
-    committee trains this way, in its own loop): each stage trains for ``epochs`` over
-    ``loader`` on the adversarial examples alone, made from the live model at the start
-    of each batch (``attack_factory(model)``, built once); the clean data are not seen
-    again after the natural training. Member k is the snapshot after stage k.
-    ``batch_size``, ``shuffle`` and ``seed`` are ignored.
+    ``protocol="online"`` (the behaviour before the pools protocol): each stage trains
+    for ``epochs`` over ``loader`` on the adversarial examples alone, made from the live
+    model at the start of each batch (``attack_factory(model)``, built once); the clean
+    data are not seen again after the natural training. Member k is the snapshot after
+    stage k. ``batch_size``, ``shuffle``, ``seed`` and ``batches_per_epoch`` are
+    ignored.
+
+    ``select`` (optional, both protocols): a score, higher is better, ``select(net,
+    phase)`` with phase 0 for the natural training and k for stage k (e.g. the
+    accuracy on a validation split, clean for phase 0 and adversarial for the
+    stages). With it every phase is trained epoch by epoch, the model scored after
+    each epoch (in eval mode), and the phase ends at its best epoch (the first best on
+    ties): the model's weights and the optimizer's state are restored to that epoch
+    before the snapshot is taken (and, in the pools protocol, before the next pool is
+    made from it). Without it (the default) every phase ends at its last epoch.
 
     Returns the Committee (average of the probabilities) of the ``stages + 1`` members
     in order [natural network, after stage 1, ..., after stage ``stages``] (deep copies,
-    in eval mode): 6 members for the paper's 5 stages. ``model`` is left trained (in
-    train mode) as the last member."""
+    in eval mode): 6 members for the paper's 5 stages. Its ``picked_epochs`` is the
+    epoch each member was taken at (1-based; the last epoch of its phase without
+    ``select``, 0 for a phase of no epochs) and its ``selection_scores`` the scores of
+    every epoch of every phase (empty lists without ``select``). ``model`` is left
+    trained (in train mode) as the last member."""
     fn = "robustops.defences.train_committee"
     if not isinstance(model, nn.Module):
         raise TypeError(f"{fn}: argument 'model' must be an nn.Module, got {type(model).__name__}")
@@ -232,30 +292,46 @@ def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory
     if attack_factory is not None and not callable(attack_factory):
         raise TypeError(f"{fn}: argument 'attack_factory' must be None or callable (model -> attack), got "
                         f"{type(attack_factory).__name__}")
+    if select is not None and not callable(select):
+        raise TypeError(f"{fn}: argument 'select' must be None or callable ((net, phase) -> score), got "
+                        f"{type(select).__name__}")
     stages = check_int(fn, "stages", stages, 0)
     epochs = check_int(fn, "epochs", epochs, 0)
     natural_epochs = epochs if natural_epochs is None else check_int(fn, "natural_epochs", natural_epochs, 0)
     protocol = check_choice(fn, "protocol", protocol, ("pools", "online"))
     if batch_size is not None:
         batch_size = check_int(fn, "batch_size", batch_size, 1)
+    if batches_per_epoch is not None:
+        batches_per_epoch = check_int(fn, "batches_per_epoch", batches_per_epoch, 1)
     if not isinstance(shuffle, bool):
         raise TypeError(f"{fn}: argument 'shuffle' must be a bool, got {type(shuffle).__name__}")
     if seed is not None:
         seed = check_int(fn, "seed", seed)
     attack_factory = attack_factory if attack_factory is not None else (lambda m: CommitteeExample(m, 0.1, 1.0))
     optimizer = optimizer_factory(model)
-    fit(model, loader, optimizer, natural_epochs, device=device, progress=progress)
-    members = [copy.deepcopy(model).eval()]
+    picked, scores = [], []
+
+    def phase(data, n_epochs: int, k: int, loss=None, bar: Optional[bool] = progress) -> None:
+        epoch, history = _train_phase(model, data, optimizer, n_epochs, k, select, device, bar, loss)
+        picked.append(epoch)
+        scores.append(history)
+        members.append(copy.deepcopy(model).eval())
+
+    def done() -> Committee:
+        committee = Committee(members)
+        committee.picked_epochs, committee.selection_scores = picked, scores
+        return committee
+
+    members: List[nn.Module] = []
+    phase(loader, natural_epochs, 0)
     if protocol == "online":
         attack = attack_factory(model)
-        for _ in _progress(range(stages), "committee stages", progress, stages):
-            fit(model, loader, optimizer, epochs, device=device, progress=False,
-                loss=lambda m, x, y: F.cross_entropy(m(attack(x, y)), y))
-            members.append(copy.deepcopy(model).eval())
-        return Committee(members)
+        for k in _progress(range(1, stages + 1), "committee stages", progress, stages):
+            phase(loader, epochs, k, loss=lambda m, x, y: F.cross_entropy(m(attack(x, y)), y), bar=False)
+        return done()
 
     if stages == 0:
-        return Committee(members)
+        return done()
     batches = list(loader)
     if not batches:
         raise ValueError(f"{fn}: argument 'loader' yielded no batches (the pools protocol needs the training set)")
@@ -265,14 +341,13 @@ def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory
     del batches
     generator = torch.Generator().manual_seed(seed) if (shuffle and seed is not None) else None
     xs, ys = [x], [y]
-    for _ in _progress(range(stages), "committee stages", progress, stages):
+    for k in _progress(range(1, stages + 1), "committee stages", progress, stages):
         snapshot = members[-1]  # the model as it is now, in eval mode
         xs.append(_make_pool(attack_factory(snapshot), x, y, batch_size, device))
         ys.append(y)
-        joined = _JoinedBatches(torch.cat(xs), torch.cat(ys), batch_size, shuffle, generator)
-        fit(model, joined, optimizer, epochs, device=device, progress=False)
-        members.append(copy.deepcopy(model).eval())
-    return Committee(members)
+        joined = _JoinedBatches(torch.cat(xs), torch.cat(ys), batch_size, shuffle, generator, batches_per_epoch)
+        phase(joined, epochs, k, bar=False)
+    return done()
 
 
 def with_dropout(model: nn.Module, rates: Dict[str, float]) -> nn.Module:

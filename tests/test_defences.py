@@ -428,6 +428,8 @@ def test_train_committee_online_protocol_is_the_old_behaviour():
     ({"shuffle": 1}, TypeError, "argument 'shuffle' must be a bool"),
     ({"seed": 1.5}, TypeError, "argument 'seed' must be an int"),
     ({"attack_factory": 3}, TypeError, "argument 'attack_factory' must be None or callable"),
+    ({"select": 0.5}, TypeError, "argument 'select' must be None or callable"),
+    ({"batches_per_epoch": 0}, ValueError, "argument 'batches_per_epoch' must be >= 1"),
     ({"optimizer_factory": None}, TypeError, "argument 'optimizer_factory' must be callable"),
     ({"model": "net"}, TypeError, "argument 'model' must be an nn.Module"),
     ({"loader": []}, ValueError, "argument 'loader' yielded no batches"),
@@ -438,3 +440,104 @@ def test_train_committee_bad_arguments(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=f"robustops.defences.train_committee: {match}"):
         defences.train_committee(**args)
+
+
+def test_train_committee_select_ends_each_phase_at_its_best_epoch(monkeypatch):
+    """select(net, phase) scores every epoch of every phase (0: natural, k: stage k) in
+    eval mode; each phase ends at its best epoch (the first best on ties): the member
+    and the next pool are the weights after that epoch, and the optimizer goes on from
+    its state then."""
+    x, y, loader = _committee_setup()
+    calls = _recording_fit(monkeypatch)
+    optimizers = []
+
+    def adam(m):
+        optimizers.append(torch.optim.Adam(m.parameters(), 1e-2))
+        return optimizers[-1]
+
+    steps_before = []
+    real_fit = defences.fit
+
+    def fit(model, data, optimizer, epochs=1, **kw):  # the optimizer's step count when each epoch starts
+        state = optimizer.state_dict()["state"]
+        steps_before.append(int(state[0]["step"]) if state else 0)
+        return real_fit(model, data, optimizer, epochs, **kw)
+
+    monkeypatch.setattr(defences, "fit", fit)
+    scripted = {0: [0.1, 0.5, 0.5, 0.2], 1: [0.3, 0.2, 0.4], 2: [0.9, 0.9, 0.1]}
+    seen = []
+
+    def select(net, phase):
+        seen.append((phase, net.training))
+        return scripted[phase][sum(p == phase for p, _ in seen) - 1]
+
+    record = _RecordingFactory()
+    trained = defences.train_committee(_net(10), loader, adam, stages=2, epochs=3, natural_epochs=4,
+                                       attack_factory=record, select=select, progress=False, shuffle=False)
+    assert seen == [(0, False)] * 4 + [(1, False)] * 3 + [(2, False)] * 3
+    assert trained.picked_epochs == [2, 3, 1]
+    assert trained.selection_scores == [scripted[0], scripted[1], scripted[2]]
+    # fit epoch by epoch: 4 natural, 3 + 3 stage epochs; the weights after each
+    assert len(calls) == 10 and all(c["epochs"] == 1 for c in calls)
+    after = [c["after"] for c in calls]
+    assert _same_weights(trained.members[0], after[1])          # natural epoch 2
+    assert _same_weights(trained.members[1], after[4 + 2])      # stage 1, epoch 3
+    assert _same_weights(trained.members[2], after[7 + 0])      # stage 2, epoch 1
+    # the pools come from the picked snapshots
+    assert _same_weights(trained.members[0], record.weights[0])
+    assert _same_weights(trained.members[1], record.weights[1])
+    # the optimizer resumes at the picked epoch: 3 batches per natural epoch, 5 per stage epoch (24 / 5)
+    assert steps_before[:5] == [0, 3, 6, 9, 6]
+    assert steps_before[7] == 6 + 3 * 5
+    assert int(optimizers[0].state_dict()["state"][0]["step"]) == 6 + 3 * 5 + 1 * 8   # stage 2: 36 / 5
+    # the online protocol too; a phase of no epochs is not scored (epoch 0)
+    seen.clear()
+    online = defences.train_committee(_net(10), loader, _adam, stages=1, epochs=3, natural_epochs=0,
+                                      select=select, protocol="online", progress=False)
+    assert online.picked_epochs == [0, 3] and seen == [(1, False)] * 3
+
+
+def test_train_committee_without_select_ends_every_phase_at_its_last_epoch():
+    _, _, loader = _committee_setup()
+    trained = defences.train_committee(_net(11), loader, _adam, stages=2, epochs=2, natural_epochs=3,
+                                       progress=False)
+    assert trained.picked_epochs == [3, 2, 2] and trained.selection_scores == [[], [], []]
+
+
+def _training_inputs(model):
+    """Every batch ``model`` (or a deep copy of it) sees in train mode, recorded."""
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()) if m.training else None)
+    return seen
+
+
+def test_train_committee_batches_per_epoch_streams_the_joined_set():
+    """A stage epoch of batches_per_epoch batches: the stages train a fixed number of
+    iterations however large the joined set, each epoch going on where the last one
+    stopped, so every example is seen equally often."""
+    x, y, loader = _committee_setup()  # 12 examples in batches of 5, 5, 2
+    model = _net(12)
+    seen = _training_inputs(model)
+    record = _RecordingFactory()
+    defences.train_committee(model, loader, _adam, stages=2, epochs=2, natural_epochs=1, attack_factory=record,
+                             progress=False, shuffle=False, batches_per_epoch=3)
+    assert len(seen) == 3 + 2 * 3 + 2 * 3  # the natural epoch (3 batches), then 6 batches per stage
+    stage1, stage2 = torch.cat(seen[3:9]), torch.cat(seen[9:15])
+    joined1 = torch.cat([x, record.pool(0)])                   # 24 examples: 5 batches per pass
+    assert [len(b) for b in seen[3:9]] == [5, 5, 5, 5, 4, 5]   # one pass, then the next pass begins
+    assert torch.equal(stage1, torch.cat([joined1, joined1[:5]]))
+    joined2 = torch.cat([x, record.pool(0), record.pool(1)])   # 36: the same 6 batches, a fresh stream
+    assert torch.equal(stage2, joined2[:30])
+    # shuffled: a pass is a permutation of the joined set that carries over from epoch to epoch
+    model = _net(12)
+    seen = _training_inputs(model)
+    record = _RecordingFactory()
+    defences.train_committee(model, loader, _adam, stages=1, epochs=4, natural_epochs=1, attack_factory=record,
+                             progress=False, batch_size=6, batches_per_epoch=2, seed=5)
+    joined = torch.cat([x, record.pool(0)])                    # 24: 4 batches of 6 per pass
+    key = torch.randn(16, dtype=x.dtype)
+    codes = (joined.flatten(1) @ key).sort().values
+    first, second = torch.cat(seen[3:7]), torch.cat(seen[7:11])  # epochs 1-2, epochs 3-4
+    assert torch.equal((first.flatten(1) @ key).sort().values, codes)
+    assert torch.equal((second.flatten(1) @ key).sort().values, codes)
+    assert not torch.equal(first, second)
