@@ -20,6 +20,7 @@ from robustops.experiments.stats import Verdict
 
 # name -> module (robustops.experiments.<module>) with run(settings) -> ExperimentResult
 EXPERIMENTS: Dict[str, str] = {"bang": "bang", "saf": "saf", "committee": "committee", "certified": "certified",
+                               "certified_ablation": "certified_ablation",
                                "symmetry": "symmetry", "bench": "bench"}
 
 SCALES = ("tiny", "quick", "full")
