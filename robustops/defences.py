@@ -200,10 +200,10 @@ def _make_pool(attack: Attack, x: Tensor, y: Tensor, batch_size: int, device) ->
 
 
 def _train_phase(model: nn.Module, loader, optimizer: torch.optim.Optimizer, epochs: int, phase: int,
-                 select: Optional[Callable[[nn.Module, int], float]], device, progress: Optional[bool],
-                 loss=None) -> Tuple[int, List[float]]:
+                 members: List[nn.Module], select: Optional[Callable[[nn.Module, int, List[nn.Module]], float]],
+                 device, progress: Optional[bool], loss=None) -> Tuple[int, List[float]]:
     """One phase of train_committee: ``epochs`` epochs of fit; with ``select``, epoch
-    by epoch, each scored by select(model, phase) in eval mode, and the model and the
+    by epoch, each scored by select(model, phase, members) in eval mode, and the model and the
     optimizer restored to the best epoch (the first best on ties). Returns (the epoch
     the phase ends at, 1-based, 0 when it has none; the scores, one per epoch)."""
     if select is None or epochs == 0:
@@ -213,7 +213,7 @@ def _train_phase(model: nn.Module, loader, optimizer: torch.optim.Optimizer, epo
     for epoch in range(1, epochs + 1):
         fit(model, loader, optimizer, 1, loss=loss, device=device, progress=False)
         model.eval()
-        score = float(select(model, phase))
+        score = float(select(model, phase, list(members)))
         scores.append(score)
         if best == 0 or score > scores[best - 1]:
             best = epoch
@@ -230,7 +230,7 @@ def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory
                     natural_epochs: Optional[int] = None, device=None,
                     progress: Optional[bool] = None, protocol: str = "pools", batch_size: Optional[int] = None,
                     shuffle: bool = True, seed: Optional[int] = 0,
-                    select: Optional[Callable[[nn.Module, int], float]] = None,
+                    select: Optional[Callable[[nn.Module, int, List[nn.Module]], float]] = None,
                     batches_per_epoch: Optional[int] = None) -> Committee:
     """The adversarial committee of Ulicny et al. ("Robustness of deep convolutional
     neural networks for image recognition", Sec. 3 and 4). Both protocols first train
@@ -268,9 +268,11 @@ def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory
     ignored.
 
     ``select`` (optional, both protocols): a score, higher is better, ``select(net,
-    phase)`` with phase 0 for the natural training and k for stage k (e.g. the
-    accuracy on a validation split, clean for phase 0 and adversarial for the
-    stages). With it every phase is trained epoch by epoch, the model scored after
+    phase, members)`` with phase 0 for the natural training and k for stage k, and
+    ``members`` the snapshots taken so far (members 0 .. k - 1: in the pools protocol
+    the ones whose pools stage k trains on), e.g. the accuracy on a validation split,
+    clean for phase 0 and, for a stage, on the clean validation images joined with
+    their pools made by ``members`` as the training pools are. With it every phase is trained epoch by epoch, the model scored after
     each epoch (in eval mode), and the phase ends at its best epoch (the first best on
     ties): the model's weights and the optimizer's state are restored to that epoch
     before the snapshot is taken (and, in the pools protocol, before the next pool is
@@ -293,7 +295,7 @@ def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory
         raise TypeError(f"{fn}: argument 'attack_factory' must be None or callable (model -> attack), got "
                         f"{type(attack_factory).__name__}")
     if select is not None and not callable(select):
-        raise TypeError(f"{fn}: argument 'select' must be None or callable ((net, phase) -> score), got "
+        raise TypeError(f"{fn}: argument 'select' must be None or callable ((net, phase, members) -> score), got "
                         f"{type(select).__name__}")
     stages = check_int(fn, "stages", stages, 0)
     epochs = check_int(fn, "epochs", epochs, 0)
@@ -312,7 +314,7 @@ def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory
     picked, scores = [], []
 
     def phase(data, n_epochs: int, k: int, loss=None, bar: Optional[bool] = progress) -> None:
-        epoch, history = _train_phase(model, data, optimizer, n_epochs, k, select, device, bar, loss)
+        epoch, history = _train_phase(model, data, optimizer, n_epochs, k, members, select, device, bar, loss)
         picked.append(epoch)
         scores.append(history)
         members.append(copy.deepcopy(model).eval())

@@ -443,8 +443,8 @@ def test_train_committee_bad_arguments(kwargs, error, match):
 
 
 def test_train_committee_select_ends_each_phase_at_its_best_epoch(monkeypatch):
-    """select(net, phase) scores every epoch of every phase (0: natural, k: stage k) in
-    eval mode; each phase ends at its best epoch (the first best on ties): the member
+    """select(net, phase, members) scores every epoch of every phase (0: natural, k:
+    stage k; members: the snapshots so far) in eval mode; each phase ends at its best epoch (the first best on ties): the member
     and the next pool are the weights after that epoch, and the optimizer goes on from
     its state then."""
     x, y, loader = _committee_setup()
@@ -467,8 +467,11 @@ def test_train_committee_select_ends_each_phase_at_its_best_epoch(monkeypatch):
     scripted = {0: [0.1, 0.5, 0.5, 0.2], 1: [0.3, 0.2, 0.4], 2: [0.9, 0.9, 0.1]}
     seen = []
 
-    def select(net, phase):
+    snapshots = []
+
+    def select(net, phase, members):
         seen.append((phase, net.training))
+        snapshots.append(members)
         return scripted[phase][sum(p == phase for p, _ in seen) - 1]
 
     record = _RecordingFactory()
@@ -477,6 +480,9 @@ def test_train_committee_select_ends_each_phase_at_its_best_epoch(monkeypatch):
     assert seen == [(0, False)] * 4 + [(1, False)] * 3 + [(2, False)] * 3
     assert trained.picked_epochs == [2, 3, 1]
     assert trained.selection_scores == [scripted[0], scripted[1], scripted[2]]
+    # the snapshots so far: none in the natural phase, members 0 .. k - 1 in stage k
+    assert [len(m) for m in snapshots] == [0] * 4 + [1] * 3 + [2] * 3
+    assert all(m[0] is trained.members[0] for m in snapshots[4:]) and snapshots[-1][1] is trained.members[1]
     # fit epoch by epoch: 4 natural, 3 + 3 stage epochs; the weights after each
     assert len(calls) == 10 and all(c["epochs"] == 1 for c in calls)
     after = [c["after"] for c in calls]
