@@ -97,13 +97,17 @@ The rows:
 
 Readout (ours; the paper does not say how it picks its networks): 10% of the
 training set (common.split_validation, drawn with the seed) is a validation split;
-every network is trained on the rest and kept at its best epoch on it (the first best
-on ties): the clean networks by their clean validation accuracy (train_committee's
-select for the natural phase), each adversarial stage by its accuracy on the committee
-examples of the validation images made from itself (select for the stages; the stage
-ends at that epoch, its weights and optimizer state restored, and the next pool is
-made from it), the autoencoder by its validation reconstruction error. The test set is
-only evaluated.
+every network is trained on the rest and kept at its best epoch on the validation
+analogue of what it trains on (the first best on ties; train_committee's select): a
+clean network by its clean validation accuracy; each adversarial stage by its
+accuracy on the clean validation images joined with their pools made by the earlier
+snapshots, as its training pools are (the stage ends at that epoch, its weights and
+optimizer state restored, and the next pool is made from it); the autoencoder by its
+validation reconstruction error. (Scoring a stage on committee examples made from
+itself instead, as the earlier online version did, picks the first epoch or two of
+every stage: the accuracy on those white-box examples falls while a stage fits the
+earlier snapshots' pools, and a stage kept after one epoch errs on a third of the
+clean test images.) The test set is only evaluated.
 
 Distortion (the paper's eq. 2): dist is the mean absolute change per pixel over the
 whole test set, at ONE eps (or sigma) per test set, as the paper (e.g. eps 0.37 for
@@ -145,8 +149,15 @@ Where this differs from the paper, knowingly:
 - the checkpoint selection on a validation split (the paper says nothing of it);
 - the human study (Sec. 4.2, 5.4, Fig. 8) and the USPS images are not reproduced.
 
---quick: the epochs above, 5 stages, 8 EOT draws: RUNTIME_QUICK. --full: the
-paper's iterations and 16 draws; not run here (RUNTIME_FULL).
+--quick: the epochs above, 5 stages, 8 EOT draws, 3 seeds, each seed as three tasks
+(UNITS) spread over the processes. Measured only while two other experiments shared
+the 2 cores (load 5-8): 900 s wall and 643 s of CPU time for the 3 seeds, two
+processes; one seed alone (--seeds 1 --jobs 1) 306 s wall, 212 s of CPU. The Gaussian
+sigmas are now bisected once per set instead of once per row (the same numbers; 1.2 s
+of CPU less per row), about 580 s of CPU in all, so about 4.5 minutes on an otherwise
+idle 2-core CPU, an upper estimate (CPU time itself grows when the cores are shared).
+--full: the paper's iterations (about 49 times the epochs of --quick) and 16 draws;
+not run here: from the --quick times, roughly 1.5-2 hours per seed.
 """
 
 from __future__ import annotations
@@ -379,18 +390,31 @@ def _sigma_for_set(x: Tensor, z: Tensor, dist: float, iterations: int = 50) -> f
     return hi
 
 
-def _gaussian_curve(model: nn.Module, x: Tensor, y: Tensor, dists: Sequence[float],
-                    seed: int = 0) -> Dict[str, List[float]]:
+def _gaussian_noise(x: Tensor, seed: int) -> Tensor:
+    """The standard-normal draw z of the Gaussian curves (seeded: the same for every model)."""
+    return torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype).to(x.device)
+
+
+def _gaussian_sigmas(x: Tensor, dists: Sequence[float], seed: int = 0) -> List[float]:
+    """The sigma of each of ``dists`` for the set x and the seed's z (0 for dist 0):
+    the same for every model, so computed once."""
+    z = _gaussian_noise(x, seed)
+    return [_sigma_for_set(x, z, dist) if dist > 0 else 0.0 for dist in dists]
+
+
+def _gaussian_curve(model: nn.Module, x: Tensor, y: Tensor, dists: Sequence[float], seed: int = 0,
+                    sigmas: Optional[Sequence[float]] = None) -> Dict[str, List[float]]:
     """The error of ``model`` on the test set plus Gaussian noise at each of ``dists``:
     x + sigma z clamped to [0, 1], z one standard-normal draw seeded by ``seed`` (the
     same for every model), sigma bisected so that the set's mean absolute distortion
-    is the dist; with the measured dist, the sigma and "unreached". A model with
-    test-time noise draws it afresh for every prediction (seeded by ``seed``)."""
-    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype).to(x.device)
+    is the dist (``sigmas``: _gaussian_sigmas(x, dists, seed), computed here when
+    None); with the measured dist, the sigma and "unreached". A model with test-time
+    noise draws it afresh for every prediction (seeded by ``seed``)."""
+    z = _gaussian_noise(x, seed)
+    sigmas = _gaussian_sigmas(x, dists, seed) if sigmas is None else list(sigmas)
     torch.manual_seed(seed)
     out: Dict[str, List[float]] = {"error": [], "dist": [], "sigma": [], "unreached": []}
-    for dist in dists:
-        sigma = _sigma_for_set(x, z, dist) if dist > 0 else 0.0
+    for dist, sigma in zip(dists, sigmas):
         noisy = (x + sigma * z).clamp(0, 1)
         measured = float(mean_abs_distortion(x, noisy).mean())
         out["error"].append(float((_predict(model, noisy) != y).double().mean()))
@@ -549,12 +573,13 @@ def run_unit(settings: Settings, seed: int, unit: str) -> dict:
     trained = _train(settings, seed, unit)
     x_test, y_test = trained["data"]
     at = {str(d): CURVE_DISTS.index(d) for d in TABLE_DISTS}
+    sigmas = _gaussian_sigmas(x_test, CURVE_DISTS, seed)
     results = {}
     bar = progress_bar(settings, len(trained["rows"]), f"committee seed {seed}, {unit} (evaluation)")
     for name, (model, group, picked) in trained["rows"].items():
         model.eval()
         fgs = _fgs_curve(model, x_test, y_test, CURVE_DISTS, seed=seed, draws=draws)
-        gaussian = _gaussian_curve(model, x_test, y_test, CURVE_DISTS, seed=seed)
+        gaussian = _gaussian_curve(model, x_test, y_test, CURVE_DISTS, seed=seed, sigmas=sigmas)
         results[name] = {"group": group, "random": _is_random(model), "picked_epoch": picked,
                          "error": {d: fgs["error"][i] for d, i in at.items()},
                          "dist": {d: fgs["dist"][i] for d, i in at.items()},
@@ -623,7 +648,7 @@ def summarize(settings: Settings, runs: List[dict]) -> ExperimentResult:
     for name in names:
         paper_row = _paper_row(name)
         ours = [pct(col(name, "error", str(d))) for d in TABLE_DISTS]
-        theirs = [f"{v:g}" for v in paper_row] if paper_row else ["–"] * 3
+        theirs = [f"{paper_row[0]:.2f}", f"{paper_row[1]:.1f}", f"{paper_row[2]:.1f}"] if paper_row else ["–"] * 3
         noisy = [pct(col(name, "gaussian_error", d)) for d in attacked] if "gaussian_error" in runs[0]["rows"][name] \
             else ["–"] * len(attacked)
         eps = " / ".join(mean_sd(col(name, "eps", d), 3) for d in attacked)
@@ -691,8 +716,8 @@ def summarize(settings: Settings, runs: List[dict]) -> ExperimentResult:
         f"(LowPassNoise with the paper's kernels after noise of sd {LOW_PASS_NOISE:g}; the autoencoder "
         f"{'-'.join(str(s) for s in first['dae_sizes'])}, Adam, {_count(dae_epochs, 'epoch')}) sits in front of "
         "the trained LeNets, not retrained. Every network is kept at its best epoch on the validation split (clean "
-        "networks: clean accuracy; each stage: accuracy on its own committee examples of the validation images; "
-        f"the autoencoder: reconstruction error); the epochs picked per seed: {picked}; the stages' {stage_picks}. "
+        "networks: clean accuracy; each stage: accuracy on the clean validation images joined with their pools made "
+        f"by the earlier snapshots, as its training set; the autoencoder: reconstruction error); the epochs picked per seed: {picked}; the stages' {stage_picks}. "
         "White-box fast-gradient-sign examples and Gaussian noise at one eps (sigma) per test set, bisected so "
         f"that the set's mean absolute distortion is each dist exactly (the paper's eq. 2), {len(CURVE_DISTS)} "
         f"levels from 0 to {CURVE_DISTS[-1]:g}; gradients through every preprocessing and committee member, "
