@@ -57,7 +57,8 @@ network of a seed starts from the same weights (the seed's; the standard committ
 other members from seed + 1000 k) and sees the same data order.
 
 The rows:
-- no method: the LeNet trained on clean images (the paper's 10,000 iterations).
+- no method: the LeNet trained on clean images (the paper's 10,000 iterations; the
+  lengths of --quick and --full: below).
 - dropout (Inp), dropout (All): Table 1's two models, trained for the paper's 35,000
   and 40,000 iterations; "All" is Table 2's "dropout" row (Sec. 5.1 calls it the most
   robust dropout model). Where each column's dropout acts is our reading of Table 1
@@ -147,6 +148,11 @@ Where this differs from the paper, knowingly:
 - the paper's 100 distortion levels are 16 here, and its Figs. 3-7 show selected
   rows; every row gets both curves here;
 - the checkpoint selection on a validation split (the paper says nothing of it);
+- our readings where the paper is silent (each stated above): the layer sizes and the
+  solver's rates (Caffe's LeNet), the fixed learning rate, where each dropout acts,
+  the noise level before the filter and the kernel beside Table 2's row, the
+  preprocessing in front of the trained networks rather than networks retrained
+  behind it, eps and c of the committee examples;
 - the human study (Sec. 4.2, 5.4, Fig. 8) and the USPS images are not reproduced.
 
 --quick: the epochs above, 5 stages, 8 EOT draws, 3 seeds, each seed as three tasks
