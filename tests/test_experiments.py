@@ -25,11 +25,11 @@ def test_every_experiment_runs_tiny(name, tmp_path):
 
 def test_symmetry_records_invariance(tmp_path):
     result = experiments.run("symmetry", Settings(scale="tiny", out=str(tmp_path), progress=False))
-    sym = result.data["seeds"]["0"]["models"]["symmetry-enforced CNN"]
+    sym = result.data["seeds"]["0"]["all-p4 CNN (symmetric_cnn)"]
     # exact invariance to quarter turns: the same accuracy on the 90-degree rotated set, and
     # at 0, 90, 180 and 270 degrees
     assert sym["rotated_p4"] == sym["test"]
-    by_angle = dict(zip(result.data["angles"], sym["by_angle"]))
+    by_angle = dict(zip(sym["angles"], sym["by_angle"]))
     assert by_angle[0] == by_angle[90] == by_angle[180] == by_angle[270] == sym["test"]
     assert len(sym["history"]["test"]) == result.data["epochs"]
 
