@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from robustops.experiments.common import EXPERIMENTS
+
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
@@ -61,15 +63,24 @@ def test_experiment_prose_types_no_number():
     assert not typed, "numbers typed by hand in the README's Experiments section:\n" + "\n".join(typed)
 
 
+# experiments whose paper states no claim with a metric (certified_ablation: the GM
+# paper's Figure 4 has a caption and no values): their rows are reported, not judged
+REPORTED_ONLY = {"certified_ablation"}
+
+
 def test_every_paper_experiment_has_a_generated_verdict():
     import json
 
     root = os.path.dirname(README)
     with open(README) as f:
         text = f.read()
-    for name in ("bang", "saf", "committee", "certified", "symmetry"):
+    for name in sorted(set(EXPERIMENTS) - {"bench"}):
         record = json.load(open(os.path.join(root, "experiments", "results", f"{name}.json")))
-        assert record["verdict"]["value"] in ("reproduced", "partly reproduced", "not reproduced"), name
         assert len(record["settings"]["seed_list"]) >= 3, name
+        assert record["paper"], name
         block = re.search(rf"<!-- experiment:{name} -->\n(.*?)<!-- /experiment:{name} -->", text, re.S).group(1)
+        if name in REPORTED_ONLY:  # the paper states no claim with a metric: reported, not judged
+            assert record["verdict"] is None and "Direction: not judged." in block, name
+            continue
+        assert record["verdict"]["value"] in ("reproduced", "partly reproduced", "not reproduced"), name
         assert record["verdict"]["sentence"] in block, name

@@ -44,13 +44,9 @@ so read a row's verified error beside its standard error. --full trains 100 epoc
 the better evidence. The sweep is at step 0.05 (0 to 0.35), not Fig. 3's 0.01 (the
 figure's metric is unknown; the table's radii are on it).
 
-Measured before the committed run: one seed of --quick (--seeds 1 --jobs 1) took
-181 s of CPU time (250 s of wall time while two other experiments shared the 2-core
-CPU), so about 180 s on an idle CPU; three seeds spread over two processes (the 24
-networks are units, two at a time) take about 1.5 times that, some 270 s, just within
-the five minutes. The committed run took 492 s of CPU time in its two processes
-(about 250 s of wall time on an idle CPU) and 716 s of wall time on the shared one,
-which its record states. --tiny: two epochs of two batches, a smoke test.
+The committed run (three seeds; the 24 networks are units, two at a time) took
+252 s of wall time on an otherwise idle 2-core CPU, within the five minutes (its
+record states the time). --tiny: two epochs of two batches, a smoke test.
 """
 
 from __future__ import annotations

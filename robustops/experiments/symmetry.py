@@ -112,11 +112,8 @@ Deviations from the paper, and why:
 --quick: 8 epochs, 3 seeds, all 451 test images, 5 PGD steps, every 45 degrees (the
 widths above at every scale). --full: 30 epochs, 5 seeds, 20 PGD steps, every 15
 degrees; not run here (about 4 times --quick's work per seed). The all-p4 CNN is
-three quarters of the work (its p4 planes: 4 per channel). Time: the committed
---quick took 643 s while two other experiments' runs shared the 2 cores (load 4 to 6);
-it used 431 s of CPU time in all, and its networks' times scaled to that, laid on two
-processes in the runner's order, give about 230 s on an otherwise idle 2-core CPU
-(the all-p4 CNN's three runs, ~125 s each, bound it: two run one after the other).
+three quarters of the work (its p4 planes: 4 per channel). The committed run took
+249 s of wall time on an otherwise idle 2-core CPU (its record states the time).
 (The parts above were committed before any run, and did not change. Two earlier runs
 were over the budget and cut for time: a --seeds 1 run at widths 15, 4 and 9 (all-p4,
 standard, wang_cnn; all within 2%), 10 epochs, 10 PGD steps, every 30 degrees took
@@ -126,8 +123,6 @@ That run's verdict was "not reproduced": wang_cnn minus the standard CNN, rotate
 +0.0015 [-0.0965, +0.0994], upright +0.0059 [-0.0109, +0.0227], noisy-minus-upright
 +0.0599 [-0.0474, +0.1671]; the all-p4 CNN's rotated accuracy again far above both.
 So the verdict's one holding part, at these widths, is not robust to the width.)
-A --seeds 1 --jobs 1 run of the committed settings took 236 s under the same sharing (148 s of CPU time: about
-150 s a seed on an idle core), with the same numbers as the 3-seed run's seed 0.
 """
 
 from __future__ import annotations
