@@ -4,8 +4,12 @@ intermediate (pre-activation) bounds from IBP, and its mix with the IBP bound.
 Going back from the specification C (folded into the last Linear layer), a linear
 function A z + d of each layer's output is turned into one of the layer's input:
 
-    affine layers (Linear, Conv2d, Flatten, AvgPool2d, BatchNorm, Identity, Dropout):
-        A' = A L, d' = d + A f(0)       (L: the layer's linear part, as a vjp)
+    affine layers (Linear, Conv2d, Flatten, Unflatten, AvgPool2d, BatchNorm,
+    Identity, Dropout; the p4 convolutions, P4BatchNorm, P4AvgPool2d, and the
+    rotation and pyramid pools in mode "mean"):
+        A' = A L, d' = d + A f(0)       (L: the layer's linear part, as a vjp; a p4
+                                         convolution's as the transposed convolution
+                                         with its transformed filter)
     activations, with the linear relaxation a_lo x + b_lo <= f(x) <= a_up x + b_up
     on the IBP interval [l, u] of their input:
         A' = A+ a_lo + A- a_up,  d' = d + A+ b_lo + A- b_up
@@ -15,8 +19,9 @@ and at the input, min over the box [l0, u0] of A x + d = A+ l0 + A- u0 + d. The
 relaxations (``relaxation``) are sound for ReLU (CROWN's adaptive lower slope),
 mReLU and the RBF: exact on their linear pieces, chord and tangent lines where the
 function is concave or convex on the whole interval, the interval's constant
-bounds otherwise. MaxPool2d has no relaxation here: CROWN-IBP rejects it (IBP
-handles it). A NaN anywhere (weights, statistics) gives NaN bounds, never finite ones.
+bounds otherwise. The max-type pools (MaxPool2d, P4MaxPool2d, and P4Pool,
+SpatialPyramidPool, P4SpatialPyramidPool in mode "max") have no relaxation here:
+CROWN-IBP rejects them with a TypeError naming the layer (IBP handles them). A NaN anywhere (weights, statistics) gives NaN bounds, never finite ones.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustops._checks import check_floating, check_labels
-from robustops.bounds.ibp import BoundedModule, _bn_affine, input_interval, interval_through, specification
+from robustops.bounds.ibp import (BoundedModule, _bn_affine, input_interval, interval_through, is_max_pool,
+                                  p4_bias, specification)
+from robustops.nn.p4 import P4BatchNorm, _P4Conv
 from robustops.nn.saf import RBF, MReLU
 from robustops.ops.crown import crown_relax
 from robustops.reference import saf
@@ -99,14 +106,23 @@ def relaxation(layer: nn.Module, l: Tensor, u: Tensor) -> Relaxation:
 def _affine_fn(layer: nn.Module):
     """The layer as the affine map the bounds use (batch norm with its running
     statistics, dropout as identity)."""
-    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, P4BatchNorm)):
         return lambda x: F.batch_norm(x, layer.running_mean, layer.running_var, layer.weight, layer.bias,
                                       False, 0.0, layer.eps)
     if isinstance(layer, nn.Dropout):
         return lambda x: x
-    if isinstance(layer, nn.MaxPool2d):
-        raise TypeError("CROWN-IBP: MaxPool2d has no linear relaxation here; use IBP for such models")
+    if is_max_pool(layer):
+        raise _no_relaxation(layer)
     return layer
+
+
+def _no_relaxation(layer: nn.Module, name: str = "") -> TypeError:
+    """The error for a max-type pool (no linear relaxation), naming it."""
+    kind = type(layer).__name__
+    if hasattr(layer, "mode"):
+        kind += f"(mode={layer.mode!r})"
+    where = f" (layer '{name}')" if name else ""
+    return TypeError(f"CROWN-IBP: {kind} has no linear relaxation here{where}; use IBP for such models")
 
 
 def _affine_back(layer: nn.Module, a: Tensor, in_shape) -> Tuple[Tensor, Tensor]:
@@ -123,14 +139,24 @@ def _affine_back(layer: nn.Module, a: Tensor, in_shape) -> Tuple[Tensor, Tensor]
                                           layer.padding, layer.dilation, layer.groups)
         d = a.sum(dim=(3, 4)).matmul(layer.bias) if layer.bias is not None else a.new_zeros(n, s)
         return back.reshape((n, s) + tuple(in_shape)), d
-    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    if isinstance(layer, _P4Conv):
+        # the expanded Conv2d's transposed convolution over the [N, C_in * s, H, W] view
+        flat = a.reshape((n * s, layer.out_channels * 4) + tuple(a.shape[-2:]))
+        view = (layer.in_channels * layer.in_rotations,) + tuple(in_shape[-2:])
+        back = torch.nn.grad.conv2d_input((n * s,) + view, layer.transformed_filter(), flat, layer.stride,
+                                          layer.padding, layer.dilation, 1)
+        bias = p4_bias(layer)
+        d = flat.sum(dim=(2, 3)).reshape(n, s, -1).matmul(bias) if bias is not None else a.new_zeros(n, s)
+        return back.reshape((n, s) + tuple(in_shape)), d
+    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, P4BatchNorm)):
         scale, shift = _bn_affine(layer)
         view = (1, 1, -1) + (1,) * (a.dim() - 3)
         per_channel = a.sum(dim=tuple(range(3, a.dim()))) if a.dim() > 3 else a
         return a * scale.reshape(view), per_channel.matmul(shift)
     if isinstance(layer, (nn.Identity, nn.Dropout)):
         return a, a.new_zeros(n, s)
-    # any other affine layer (Flatten, AvgPool2d): its vjp, and f(0) from one forward
+    # any other affine layer (Flatten, Unflatten, the average pools): its vjp, and
+    # f(0) from one forward (the max-type pools raise here)
     fn = _affine_fn(layer)
     flat = a.reshape((n * s,) + tuple(a.shape[2:]))
     with torch.enable_grad():
@@ -157,6 +183,10 @@ def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[f
 
 def _crown_ibp_margins(bounded: BoundedModule, c0: Tensor, r0: Tensor, y: Tensor, beta: float) -> Tensor:
     """crown_ibp_margins from the input interval (c0, r0), for checked arguments."""
+    if beta != 0:  # before any work: the backward pass could not go through a max
+        for name, layer in bounded.layers:
+            if is_max_pool(layer):
+                raise _no_relaxation(layer, name)
     layers = [m for _, m in bounded.layers]
     fold = isinstance(layers[-1], nn.Linear)
     body = layers[:-1] if fold else layers

@@ -7,11 +7,21 @@ interval ops of robustops.ops:
 
     Linear, Conv2d              (W c + b, |W| r)
     ReLU, MReLU, RBF            exact interval images
-    Flatten, Identity, Dropout  shape only / identity
+    Flatten, Unflatten,         shape only / identity
+    Identity, Dropout
     AvgPool2d                   (avgpool c, avgpool r): non-negative weights
     MaxPool2d                   [maxpool l, maxpool u]: monotone
-    BatchNorm1d/2d              y = a x + b per channel with the running statistics
+    BatchNorm1d/2d, P4BatchNorm y = a x + b per channel with the running statistics
                                 (the bounds use them whatever the module's mode)
+
+and the p4 (rotation-equivariant) layers of robustops.nn:
+
+    P4ConvZ2, P4ConvP4          the Conv2d with the transformed filter over the input's
+                                [N, C_in * s, H, W] view: (W' c + b', |W'| r)
+    P4AvgPool2d, P4Pool("mean"), SpatialPyramidPool("mean"),
+    P4SpatialPyramidPool("mean")  (f c, f r): averages, non-negative weights
+    P4MaxPool2d, P4Pool("max"), SpatialPyramidPool("max"),
+    P4SpatialPyramidPool("max")   [f l, f u]: monotone
 
 Any other layer is rejected with an error naming it. For a classifier with K
 outputs and labels y, ``margin_bounds`` returns lower bounds of z_y - z_j for every
@@ -31,6 +41,8 @@ from torch import Tensor, nn
 
 from robustops import ops
 from robustops._checks import check_floating, check_label_shape, check_labels
+from robustops.nn.p4 import (P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool,
+                             P4SpatialPyramidPool, SpatialPyramidPool, _P4Conv)
 from robustops.nn.saf import RBF, MReLU
 
 __all__ = ["BoundedModule", "Interval", "input_interval", "specification"]
@@ -38,8 +50,13 @@ __all__ = ["BoundedModule", "Interval", "input_interval", "specification"]
 Interval = Tuple[Tensor, Tensor]  # (center, radius)
 
 _ACTIVATIONS = {nn.ReLU: ops.interval_relu, MReLU: ops.interval_mrelu, RBF: ops.interval_rbf}
-_SUPPORTED = (nn.Linear, nn.Conv2d, nn.ReLU, MReLU, RBF, nn.Flatten, nn.Identity, nn.Dropout,
-              nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
+_SUPPORTED = (nn.Linear, nn.Conv2d, nn.ReLU, MReLU, RBF, nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout,
+              nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d,
+              P4ConvZ2, P4ConvP4, P4BatchNorm, P4Pool, P4MaxPool2d, P4AvgPool2d,
+              SpatialPyramidPool, P4SpatialPyramidPool)
+# the p4 and SPP layers that take a maximum (monotone, no linear relaxation) or an
+# average (affine, non-negative weights), by their mode
+_P4_POOLS = (P4Pool, SpatialPyramidPool, P4SpatialPyramidPool)
 
 
 # what to use instead of a tensor method or function in a bounded model's forward
@@ -101,6 +118,25 @@ def _channel_view(v: Tensor, dim: int) -> Tensor:
     return v.reshape((1, -1) + (1,) * (dim - 2))
 
 
+def is_max_pool(layer: nn.Module) -> bool:
+    """Whether the layer takes maxima (MaxPool2d, P4MaxPool2d, and the rotation and
+    pyramid pools in mode "max"): monotone, bounded by IBP only."""
+    if isinstance(layer, (nn.MaxPool2d, P4MaxPool2d)):
+        return True
+    return isinstance(layer, _P4_POOLS) and layer.mode == "max"
+
+
+def p4_conv_view(layer: _P4Conv, x: Tensor) -> Tensor:
+    """A p4 convolution's input as the expanded Conv2d's: [N, C_in * s, H, W] (checked)."""
+    layer._check(x)
+    return x.reshape(x.shape[0], layer.in_channels * layer.in_rotations, x.shape[-2], x.shape[-1])
+
+
+def p4_bias(layer: _P4Conv) -> Optional[Tensor]:
+    """The expanded Conv2d's bias: each output channel's bias for its 4 rotations."""
+    return layer.bias.repeat_interleave(4) if layer.bias is not None else None
+
+
 def interval_through(layer: nn.Module, c: Tensor, r: Tensor) -> Interval:
     """The IBP image of (c, r) under one supported layer."""
     # validate_args=False: radii are >= 0 by construction here (input_interval
@@ -116,16 +152,25 @@ def interval_through(layer: nn.Module, c: Tensor, r: Tensor) -> Interval:
     for kind, op in _ACTIVATIONS.items():
         if type(layer) is kind or isinstance(layer, kind):
             return op(c, r, validate_args=False)
-    if isinstance(layer, nn.Flatten):
+    if isinstance(layer, _P4Conv):
+        # the Conv2d with the transformed filter over the [N, C_in * s, H, W] view
+        w = layer.transformed_filter()
+        cc, rc = ops.interval_conv2d(p4_conv_view(layer, c), p4_conv_view(layer, r), w, p4_bias(layer),
+                                     layer.stride, layer.padding, layer.dilation, 1, validate_args=False)
+        shape = (c.shape[0], layer.out_channels, 4) + tuple(cc.shape[-2:])
+        return cc.view(shape), rc.view(shape)
+    if isinstance(layer, (nn.Flatten, nn.Unflatten)):
         return layer(c), layer(r)
     if isinstance(layer, (nn.Identity, nn.Dropout)):
         return c, r
-    if isinstance(layer, nn.AvgPool2d):
-        return layer(c), layer(r)
-    if isinstance(layer, nn.MaxPool2d):
+    if is_max_pool(layer):
         lo, hi = layer(c - r), layer(c + r)
         return (hi + lo) / 2, (hi - lo) / 2
-    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    if isinstance(layer, (nn.AvgPool2d, P4AvgPool2d) + _P4_POOLS):  # averages (mode "mean")
+        return layer(c), layer(r)
+    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, P4BatchNorm)):
+        if isinstance(layer, P4BatchNorm):
+            layer._check_input_dim(c)
         scale, shift = _bn_affine(layer)
         return c * _channel_view(scale, c.dim()) + _channel_view(shift, c.dim()), \
             r * _channel_view(scale.abs(), c.dim())
