@@ -58,9 +58,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustops._checks import check_label_shape
+from robustops.nn.p4 import P4ConvP4, P4ConvZ2
 from robustops.ops import bang as _ops
+from robustops.ops import p4_filter
 
-__all__ = ["BANG", "BangRule", "LinearRule", "ConvRule", "register_rule", "rule_for",
+__all__ = ["BANG", "BangRule", "LinearRule", "ConvRule", "P4ConvRule", "register_rule", "rule_for",
            "misclassified"]
 
 
@@ -73,12 +75,20 @@ class BangRule:
     Subclass it and register an instance with ``register_rule(LayerType, rule)``.
     ``prepare`` runs outside BANG's autograd function (so anything it does is
     differentiated normally) and returns the layer's input and a context; the other
-    methods get that context. Shapes: x is the prepared input, [N, ...]; kappa is
+    methods get that context, and ``finish`` turns the function's output into the
+    layer's (outside it too). Shapes: x is the prepared input, [N, ...]; kappa is
     the gradient w.r.t. the layer's output, [N, ...].
     """
 
     def prepare(self, module: nn.Module, x: Tensor) -> Tuple[Tensor, object]:
         return x, None
+
+    def finish(self, ctx, y: Tensor) -> Tensor:
+        """The layer's output from ``forward``'s (a view to the layer's own shape,
+        say). Runs outside BANG's autograd function, like ``prepare``: kappa is the
+        gradient w.r.t. ``forward``'s output, and a view taken here can be modified
+        in place by the next layer (a view returned by the function could not)."""
+        return y
 
     def forward(self, ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         raise NotImplementedError
@@ -189,6 +199,72 @@ class ConvRule(BangRule):
         return self._backward(ctx, x, weight, kappa, [need_x, need_w, need_b], bias_sizes)
 
 
+class P4ConvRule(ConvRule):
+    """robustops.nn.P4ConvZ2 and P4ConvP4 (any stride, padding, dilation; with or
+    without bias).
+
+    A p4 layer is a Conv2d of its input flattened to [N, C_in * s, H, W] (s = 1 for
+    P4ConvZ2, 4 for P4ConvP4) with the expanded filter F = p4_filter(W)
+    [C_out * 4, C_in * s, k, k] and the bias repeated over the 4 rotations; its output
+    [N, C_out * 4, H', W'] is viewed as [N, C_out, 4, H', W'] (``finish``). So kappa
+    holds the same numbers as the gradient w.r.t. the layer's output (the same
+    norms and eta); the expanded convolution's weight gradient is formed from the
+    scaled kappa (or x) as for a Conv2d, and the layer's weight gradient is its image
+    under the adjoint of the filter transform (the vjp of p4_filter: linear, so the
+    per-sample scaling passes through it). Each sample's bias gradient is its kappa
+    summed over rotations and space."""
+
+    def prepare(self, module, x):
+        module._check(x)  # the layer's own shape and dtype errors
+        n = x.shape[0]
+        flat = x.reshape(n, module.in_channels * module.in_rotations, x.shape[-2], x.shape[-1])
+        ctx = dict(stride=[module.stride] * 2, padding=[module.padding] * 2,
+                   dilation=[module.dilation] * 2, groups=1, out_channels=module.out_channels)
+        return flat, ctx
+
+    def finish(self, ctx, y):
+        return y.view(y.shape[0], ctx["out_channels"], 4, y.shape[-2], y.shape[-1])
+
+    @staticmethod
+    def _filter(ctx, weight):
+        # The expanded filter of this forward, kept for its backward (the weight
+        # cannot change in place in between: autograd checks the saved weight).
+        filt = ctx.get("filter")
+        if filt is None:
+            filt = ctx["filter"] = p4_filter(weight)
+        return filt
+
+    @staticmethod
+    def _adjoint(weight, grad_filter):
+        """The filter transform's adjoint: the weight's gradient from the expanded
+        filter's (the transform's vjp; it is linear, so the vjp does not depend on W)."""
+        with torch.enable_grad():
+            w = weight.detach().requires_grad_()
+            return torch.autograd.grad(p4_filter(w), w, grad_filter)[0]
+
+    def forward(self, ctx, x, weight, bias):
+        bias4 = None if bias is None else bias.repeat_interleave(4)
+        return super().forward(ctx, x, self._filter(ctx, weight), bias4)
+
+    def input_grad(self, ctx, x, weight, kappa):
+        return super().input_grad(ctx, x, self._filter(ctx, weight), kappa)
+
+    def weight_grad(self, ctx, x, weight, kappa):
+        return self._adjoint(weight, super().weight_grad(ctx, x, self._filter(ctx, weight), kappa))
+
+    def bias_grad_per_sample(self, ctx, kappa):
+        n, c = kappa.shape[0], ctx["out_channels"]
+        return kappa.reshape(n, c, 4 * kappa.shape[2] * kappa.shape[3]).sum(2)
+
+    def plain_grads(self, ctx, x, weight, kappa, needs):
+        need_x, need_w, need_b = needs
+        filt = self._filter(ctx, weight)
+        grad_x, grad_filter, grad_bias4 = self._backward(ctx, x, filt, kappa, [need_x, need_w, need_b],
+                                                         [filt.shape[0]] if need_b else None)
+        grad_w = self._adjoint(weight, grad_filter) if need_w else None
+        grad_b = grad_bias4.view(-1, 4).sum(1) if need_b else None
+        return grad_x, grad_w, grad_b
+
 _RULES: Dict[Type[nn.Module], BangRule] = {}
 
 
@@ -212,6 +288,9 @@ def rule_for(module: nn.Module) -> Optional[BangRule]:
 register_rule(nn.Linear, LinearRule())
 for _conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
     register_rule(_conv, ConvRule())
+_P4_RULE = P4ConvRule()
+register_rule(P4ConvZ2, _P4_RULE)
+register_rule(P4ConvP4, _P4_RULE)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -355,7 +434,7 @@ def _bang_forward(layer: _Layer):
         if args or kwargs or not layer.bang.enabled or not torch.is_grad_enabled():
             return original(self, x, *args, **kwargs)
         x, data = layer.rule.prepare(self, x)
-        return _apply(x, self.weight, getattr(self, "bias", None), layer, data)
+        return layer.rule.finish(data, _apply(x, self.weight, getattr(self, "bias", None), layer, data))
 
     return types.MethodType(forward, module)
 
