@@ -29,10 +29,17 @@ Per-layer settings: ``BANG(model, overrides={"fc1": {"eps": 0.5}})`` or
 it off and on, ``with bang.paused(): ...`` for a block. ``BANG(model, layers=[...])``
 picks the layers (names or modules); by default every module with a rule.
 
-Layers: nn.Linear and nn.Conv1d/2d/3d have rules. A new layer type gets BANG through
-``register_rule(LayerType, rule)`` with a ``BangRule`` (see its docstring): how to
-run the layer, its input gradient, its weight gradient summed over the batch, and
-its bias gradient per sample. The weight gradient of a sum over samples of
+Layers: nn.Linear, nn.Conv1d/2d/3d and the p4 group convolutions
+robustops.nn.P4ConvZ2 and P4ConvP4 have rules. A p4 layer runs as the Conv2d with its
+expanded filter (robustops.ops.p4_filter); kappa is the gradient w.r.t. its p4
+output [N, C_out, 4, H', W'], and its weight gradient is the adjoint filter
+transform of the expanded convolution's weight gradient formed from eta * kappa
+(its bias, shared by the 4 rotations of a channel, gets eta_i * kappa_i summed over
+rotations and space). So robustops.models' p4 networks (wang_cnn, symmetric_cnn,
+p4cnn) get BANG on every convolution and linear layer. A new layer type gets BANG
+through ``register_rule(LayerType, rule)`` with a ``BangRule`` (see its docstring):
+how to run the layer, its input gradient, its weight gradient summed over the batch,
+and its bias gradient per sample. The weight gradient of a sum over samples of
 kappa_i x_i products is linear in each, so BANG scales whichever of the input x or
 kappa is smaller by eta (mathematically equal); the bias gradient is
 sum_i eta_i * (kappa_i summed over its non-channel positions).
@@ -458,7 +465,8 @@ class BANG:
         ratio: misclassified samples (see ``observe``) use ``ratio * eps``; the paper
             uses 1.0 (MNIST) and 0.5 (CIFAR-10).
         layers: the layers to apply BANG to, as names or modules; default: every
-            module that has a rule (Linear, Conv1d/2d/3d and registered types). A
+            module that has a rule (Linear, Conv1d/2d/3d, robustops.nn.P4ConvZ2 and
+            P4ConvP4, and registered types). A
             model with no such module, or an empty ``layers``, is a ValueError (a
             BANG that wraps nothing would silently train the plain model).
         overrides: {layer name: {"eps": ..., "beta": ...}} per-layer settings.

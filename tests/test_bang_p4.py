@@ -21,7 +21,7 @@ from torch.testing import assert_close
 
 import robustops
 from robustops.bang import BANG
-from robustops.models import symmetric_cnn, wang_cnn
+from robustops.models import p4cnn, symmetric_cnn, wang_cnn
 from robustops.nn import P4BatchNorm, P4ConvP4, P4ConvZ2, P4Pool
 from robustops.reference.bang import bang_gradients
 from tests.conftest import DEVICES
@@ -158,6 +158,11 @@ def test_p4_layers_have_rules():
     bang = BANG(model)
     assert set(bang.layers) == {"0", "2", "5"}
     bang.remove()
+    # P4CNN: all p4, nothing but its 6 p4 convolutions to wrap
+    model = p4cnn(5, channels=2)
+    with BANG(model) as bang:
+        assert list(bang.layers) == [f"features.{i}" for i in (0, 3, 7, 10, 13, 16)]
+    assert all("forward" not in vars(m) for m in model.modules())
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -347,6 +352,29 @@ def test_autocast(device):
     for name in got:
         scale = reference[name].abs().max()
         assert (got[name] - reference[name]).abs().max() <= 2 * plain_error[name] + 0.005 * scale, name
+
+
+def test_compiled_training_step_matches_eager():
+    """torch.compile: the BANG p4 layers run eagerly inside the compiled model, and
+    three BANG steps land where the eager ones do."""
+    def train(compiled):
+        model = _p4_net(P4S[0], dtype=torch.float32)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        bang = BANG(model, eps=0.9, beta=0.5, ratio=0.5)
+        forward = torch.compile(model) if compiled else model
+        x, y = _data(dtype=torch.float32)
+        for step in range(3):
+            xs, ys = x[step:step + 5], y[step:step + 5]
+            logits = forward(xs)
+            bang.observe(logits, ys)
+            opt.zero_grad()
+            _loss(logits, ys).backward()
+            opt.step()
+        bang.remove()
+        return [p.detach().clone() for p in model.parameters()]
+
+    for a, b in zip(train(True), train(False)):
+        assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_the_error_names_the_p4_layers():
