@@ -84,7 +84,8 @@ class BangRule:
     differentiated normally) and returns the layer's input and a context; the other
     methods get that context, and ``finish`` turns the function's output into the
     layer's (outside it too). Shapes: x is the prepared input, [N, ...]; kappa is
-    the gradient w.r.t. the layer's output, [N, ...].
+    the gradient w.r.t. ``forward``'s output, [N, ...] (the layer's output, unless
+    ``finish`` reshapes it: eta needs only the same numbers per sample).
     """
 
     def prepare(self, module: nn.Module, x: Tensor) -> Tuple[Tensor, object]:
@@ -271,6 +272,7 @@ class P4ConvRule(ConvRule):
         grad_w = self._adjoint(weight, grad_filter) if need_w else None
         grad_b = grad_bias4.view(-1, 4).sum(1) if need_b else None
         return grad_x, grad_w, grad_b
+
 
 _RULES: Dict[Type[nn.Module], BangRule] = {}
 
