@@ -21,7 +21,8 @@ mReLU and the RBF: exact on their linear pieces, chord and tangent lines where t
 function is concave or convex on the whole interval, the interval's constant
 bounds otherwise. The max-type pools (MaxPool2d, P4MaxPool2d, and P4Pool,
 SpatialPyramidPool, P4SpatialPyramidPool in mode "max") have no relaxation here:
-CROWN-IBP rejects them with a TypeError naming the layer (IBP handles them). A NaN anywhere (weights, statistics) gives NaN bounds, never finite ones.
+CROWN-IBP rejects them with a TypeError naming the layer (IBP handles them). A
+NaN anywhere (weights, statistics) gives NaN bounds, never finite ones.
 """
 
 from __future__ import annotations
