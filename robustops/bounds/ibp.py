@@ -323,7 +323,10 @@ class BoundedModule(nn.Module):
 
     Call it like the model for the plain forward; ``interval(c, r)`` propagates an
     interval; ``ibp_margins(x, y, eps, lower, upper)`` gives the IBP lower bounds of
-    the margins z_y - z_j (j != y) over the clipped L-inf ball.
+    the margins z_y - z_j (j != y) over the clipped L-inf ball. The bounds are
+    reachable through ``forward`` too (``bounded(x, y, eps, mode="margins")``, see
+    forward), so that a BoundedModule wrapped in DistributedDataParallel computes
+    them in the wrapper's forward and their gradients are all-reduced.
     """
 
     def __init__(self, model: nn.Module):
@@ -339,8 +342,65 @@ class BoundedModule(nn.Module):
         """K, when the model ends in a Linear layer (else known only from its output)."""
         return self.layers[-1][1].out_features if self._fold else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+    def forward(self, x: Tensor, y: Optional[Tensor] = None, eps: Union[float, Tensor, None] = None, *,
+                mode: str = "logits", method: str = "ibp", beta: float = 1.0, n: int = 1,
+                lower: Union[float, Tensor, None] = 0.0, upper: Union[float, Tensor, None] = 1.0,
+                _checked: bool = False):
+        """The model's forward, or bounds of its margins, by ``mode``:
+
+        - "logits" (the default): ``model(x)``; ``bounded(x)`` is the plain forward.
+        - "margins": lower bounds of z_y - z_j (j != y) over the L-inf balls of radii
+          r_i = i * eps / n, i = 1..n, around x (clipped to [lower, upper]), all n
+          radii in one batched pass, stacked radius-major: [n * N, K - 1], rows
+          i * N .. (i + 1) * N - 1 for r_{i+1}. With n = 1 these are
+          ``ibp_margins(x, y, eps, lower, upper)`` (method "ibp") or
+          ``crown_ibp_margins(self, x, y, eps, lower, upper, beta)`` ("crown-ibp":
+          beta * CROWN + (1 - beta) * IBP).
+        - "certified": ``(model(x), margins)``, the clean logits and the margins above
+          in one call, which is what ``certified_loss`` computes its loss from.
+
+        Wrapped in ``torch.nn.parallel.DistributedDataParallel``, call the wrapper
+        (``ddp(x, y, eps, mode="certified", n=4, method="crown-ibp")``) or pass it to
+        ``certified_loss``: DDP all-reduces the gradients of work done in its
+        forward only. ``_checked`` is internal (certified_loss has checked the
+        arguments)."""
+        fn = "BoundedModule.forward"
+        if mode == "logits":
+            if y is not None or eps is not None:
+                raise ValueError(f"{fn}: mode 'logits' (the default) takes x alone; pass mode='margins' "
+                                 "or mode='certified' for bounds over the ball of radius eps")
+            return self.model(x)
+        if mode not in ("margins", "certified"):
+            raise ValueError(f"{fn}: argument 'mode' must be 'logits', 'margins' or 'certified', got {mode!r}")
+        if not _checked:
+            check_floating(fn, "x", x)
+            if eps is None:
+                raise TypeError(f"{fn}: mode {mode!r} needs the labels y and the radius eps")
+            self._check_labels(fn, y, x.shape[0])
+            eps = _check_eps(eps, x, fn)
+            lower, upper = _check_domain(x, lower, upper)
+            if method not in ("ibp", "crown-ibp"):
+                raise ValueError(f"{fn}: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
+            if method == "crown-ibp" and (isinstance(beta, bool) or not isinstance(beta, (int, float))
+                                          or not 0 <= beta <= 1):
+                raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{fn}: argument 'n' must be an int >= 1, got {n!r}")
+        logits = self.model(x) if mode == "certified" else None
+        b = x.shape[0]
+        # all radii in one pass: [r_1 x, ..., r_n x] stacked on the batch, r_i = i eps / n
+        steps = torch.arange(1, n + 1, dtype=x.dtype, device=x.device)
+        if isinstance(eps, Tensor):
+            radii = (steps[:, None] * (eps / n)[None, :]).reshape(-1)
+        else:
+            radii = (steps * (eps / n)).repeat_interleave(b)
+        c, r = _ball(x.repeat((n,) + (1,) * (x.dim() - 1)), radii, lower, upper)
+        if method == "ibp":
+            margins = self._ibp_margins(c, r, y.repeat(n))
+        else:
+            from robustops.bounds.crown import _crown_ibp_margins  # crown imports this module
+            margins = _crown_ibp_margins(self, c, r, y.repeat(n), beta)
+        return margins if logits is None else (logits, margins)
 
     def interval(self, center: Tensor, radius: Tensor, last: Optional[int] = None) -> Interval:
         """Propagate (center, radius) through the layers [0, last)."""

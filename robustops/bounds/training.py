@@ -21,10 +21,11 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
-from robustops.bounds.crown import _crown_ibp_margins, crown_ibp_margins
+from robustops.bounds.crown import crown_ibp_margins
 from robustops._checks import check_floating, check_label_shape, check_labels
-from robustops.bounds.ibp import BoundedModule, _ball, _check_domain, _check_eps
+from robustops.bounds.ibp import BoundedModule, _check_domain, _check_eps
 
 __all__ = ["robust_cross_entropy", "subperturbation_weights", "certified_loss", "CertifiedLoss",
            "verified_error", "verified", "clean_error", "linear_schedule", "smoothed_schedule"]
@@ -91,7 +92,8 @@ class CertifiedLoss:
     per_radius: Tensor     # CE(-m(x, r_i), y) for i = 1..N
 
 
-def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[float, Tensor], *, n: int = 1,
+def certified_loss(bounded: Union[BoundedModule, DistributedDataParallel], x: Tensor, y: Tensor,
+                   eps: Union[float, Tensor], *, n: int = 1,
                    weights: str = "gm", kappa: float = 0.5, method: str = "ibp", beta: float = 1.0,
                    lower: Union[float, Tensor, None] = 0.0, upper: Union[float, Tensor, None] = 1.0,
                    logits: Optional[Tensor] = None) -> CertifiedLoss:
@@ -106,58 +108,69 @@ def certified_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[floa
     ``eps`` is a number or a tensor of one radius per sample (all >= 0); either way
     all N radii of all samples go through the network in one batched pass. A
     non-finite bound makes the loss NaN (see robust_cross_entropy); it is never
-    silently small."""
+    silently small.
+
+    ``bounded`` is a BoundedModule or a DistributedDataParallel wrapping one. The
+    clean logits and the margins come from one call of ``bounded``'s forward
+    (mode "certified", or "margins" when no logits are needed), so under DDP the
+    whole loss is computed in the wrapper's forward and its gradients are
+    all-reduced. (Under DDP, leave ``logits`` to this function: logits from a
+    separate forward call make two DDP forwards in one step.)"""
     fn = "certified_loss"
-    if not isinstance(bounded, BoundedModule):
-        raise TypeError(f"{fn}: argument 'bounded' must be a robustops.bounds.BoundedModule, got "
-                        f"{type(bounded).__name__}")
+    module = _bounded_module(fn, bounded)
     check_floating(fn, "x", x)
-    bounded._check_labels(fn, y, x.shape[0])
+    module._check_labels(fn, y, x.shape[0])
     eps = _check_eps(eps, x, fn)
-    lower, upper = _check_domain(x, lower, upper)  # once, on x (not on its N copies below)
+    lower, upper = _check_domain(x, lower, upper)  # once, on x (not on its N copies)
     if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not 0 <= kappa <= 1:
         raise ValueError(f"{fn}: argument 'kappa' must be a number in [0, 1], got {kappa!r}")
     if method not in ("ibp", "crown-ibp"):
         raise ValueError(f"{fn}: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
+    if method == "crown-ibp" and (isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1):
+        raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
     weight = subperturbation_weights(n, weights, device=x.device).to(x.dtype)
-    if logits is None and kappa > 0:
-        logits = bounded(x)
     if logits is not None:
         check_floating(fn, "logits", logits)
+    # one forward call: the clean logits (when needed) and the margins of all N radii
+    mode = "certified" if logits is None and kappa > 0 else "margins"
+    out = bounded(x, y, eps, mode=mode, method=method, beta=beta, n=n, lower=lower, upper=upper, _checked=True)
+    if mode == "certified":
+        logits, margins = out
+    else:
+        margins = out
+    if logits is not None:
         if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
             raise ValueError(f"{fn}: argument 'logits' must have shape [{x.shape[0]}, K], got {list(logits.shape)}")
         check_labels(fn, y, x.shape[0], logits.shape[1])
     clean = F.cross_entropy(logits, y) if logits is not None else None
-    b = x.shape[0]
-    # all radii in one pass: [r_1 x, ..., r_N x] stacked on the batch, r_i = i eps / N
-    steps = torch.arange(1, n + 1, dtype=x.dtype, device=x.device)
-    if isinstance(eps, Tensor):
-        radii = (steps[:, None] * (eps / n)[None, :]).reshape(-1)
-    else:
-        radii = (steps * (eps / n)).repeat_interleave(b)
-    c, r = _ball(x.repeat((n,) + (1,) * (x.dim() - 1)), radii, lower, upper)
-    if method == "ibp":
-        margins = bounded._ibp_margins(c, r, y.repeat(n))
-    else:
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
-            raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
-        margins = _crown_ibp_margins(bounded, c, r, y.repeat(n), beta)
-    per_radius = robust_cross_entropy(margins, reduction="none").reshape(n, b).mean(1)
+    per_radius = robust_cross_entropy(margins, reduction="none").reshape(n, x.shape[0]).mean(1)
     robust = (weight * per_radius).sum()
     loss = robust if kappa == 0 else kappa * clean + (1 - kappa) * robust
     return CertifiedLoss(loss, clean, robust, per_radius)
 
 
+def _bounded_module(fn: str, bounded) -> BoundedModule:
+    """The BoundedModule that ``bounded`` is or that a DistributedDataParallel wraps."""
+    if isinstance(bounded, BoundedModule):
+        return bounded
+    if isinstance(bounded, DistributedDataParallel):
+        if isinstance(bounded.module, BoundedModule):
+            return bounded.module
+        raise TypeError(f"{fn}: argument 'bounded' is a DistributedDataParallel wrapping a "
+                        f"{type(bounded.module).__name__}; wrap the BoundedModule instead: "
+                        "DistributedDataParallel(BoundedModule(model))")
+    raise TypeError(f"{fn}: argument 'bounded' must be a robustops.bounds.BoundedModule or a "
+                    f"DistributedDataParallel wrapping one, got {type(bounded).__name__}")
+
+
 @torch.no_grad()
-def verified_error(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[float, Tensor], lower=0.0,
-                   upper=1.0, method: str = "ibp") -> float:
+def verified_error(bounded: Union[BoundedModule, DistributedDataParallel], x: Tensor, y: Tensor,
+                   eps: Union[float, Tensor], lower=0.0, upper=1.0, method: str = "ibp") -> float:
     """The fraction of samples not verified robust at eps (a number or one per
     sample) by ``method`` ("ibp" or "crown-ibp", with beta = 1): a sample is verified
     only when every margin lower bound is finite and positive (the clean prediction
     counts: at eps = 0 this is the error). NaN or inf in a bound is never verified."""
-    if not isinstance(bounded, BoundedModule):
-        raise TypeError(f"verified_error: argument 'bounded' must be a robustops.bounds.BoundedModule, got "
-                        f"{type(bounded).__name__}")
+    bounded = _bounded_module("verified_error", bounded)  # no gradients: DDP's module will do
     if method == "ibp":
         margins = bounded.ibp_margins(x, y, eps, lower, upper)
     elif method == "crown-ibp":
