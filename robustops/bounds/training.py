@@ -114,8 +114,8 @@ def certified_loss(bounded: Union[BoundedModule, DistributedDataParallel], x: Te
     clean logits and the margins come from one call of ``bounded``'s forward
     (mode "certified", or "margins" when no logits are needed), so under DDP the
     whole loss is computed in the wrapper's forward and its gradients are
-    all-reduced. (Under DDP, leave ``logits`` to this function: logits from a
-    separate forward call make two DDP forwards in one step.)"""
+    all-reduced. (Under DDP, leave ``logits`` to this function, so that a step is
+    one forward call of the wrapper.)"""
     fn = "certified_loss"
     module = _bounded_module(fn, bounded)
     check_floating(fn, "x", x)

@@ -12,7 +12,10 @@ wrapper (on ``ddp.module``) shows the check fails when the all-reduce is skipped
 from __future__ import annotations
 
 import os
+import re
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -132,6 +135,22 @@ def test_bounds_around_the_wrapper_are_not_all_reduced(tmp_path):
         for i, (p0, p1, p) in enumerate(zip(ranks[0][name], ranks[1][name], single)):
             assert not torch.allclose(p0, p1, rtol=1e-6, atol=1e-9), f"{name}, parameter {i}"
             assert not torch.allclose(p0, p, rtol=1e-6, atol=1e-9), f"{name}, parameter {i}"
+
+
+@distributed
+def test_readme_torchrun_example(tmp_path):
+    """The README's train.py runs under torchrun with two processes."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "README.md")) as f:
+        scripts = [b for b in re.findall(r"```python\n(.*?)```", f.read(), re.S) if b.startswith("# train.py")]
+    assert len(scripts) == 1
+    (tmp_path / "train.py").write_text(scripts[0])
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "train.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count("verified error") == 1, run.stdout
 
 
 # the forward modes, in one process
