@@ -41,8 +41,7 @@ from robustops.models.p4 import symmetric_cnn, wang_cnn
 from robustops.nn import (P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool,
                           P4SpatialPyramidPool, SpatialPyramidPool)
 from robustops.nn.p4 import _P4Conv
-from tests.bounds.test_soundness import (_violations, layer_outputs, pgd_points, random_problem, sample_points,
-                                         true_margins)
+from tests.bounds.test_soundness import attack_bounds, random_problem
 
 DT = torch.float64
 TOL = 1e-12
@@ -264,31 +263,7 @@ def attack_p4_network(seed: int, methods=("ibp",) + tuple(f"crown-ibp-{b}" for b
     torch.manual_seed(seed)
     net, shape, classes = random_p4_network(seed, allow_max=seed % 2 == 0)
     x, y, eps, lower, upper = random_problem(seed, shape, classes)
-    bounded = BoundedModule(net)
-    c, r = input_interval(x, eps, lower, upper)
-    g = torch.Generator().manual_seed(20_000 + seed)
-    intervals = []
-    ci, ri = c, r
-    for _, layer in bounded.layers:
-        ci, ri = ibp_mod.interval_through(layer, ci, ri)
-        intervals.append((ci, ri))
-    bounds = {}
-    for method in methods:
-        if method == "ibp":
-            bounds[method] = bounded.ibp_margins(x, y, eps, lower, upper)
-        elif not _has_max(net):
-            bounds[method] = crown_ibp_margins(bounded, x, y, eps, lower, upper, beta=float(method.split("-")[-1]))
-    tightest = torch.stack(list(bounds.values())).amax(0)
-    violations = 0
-    with torch.no_grad():
-        points = torch.cat([sample_points(c, r, g), pgd_points(net, c, r, y, tightest, g)])
-        margins = true_margins(net, points, y)
-        for bound in bounds.values():
-            violations += int(_violations(margins, bound[None]).any(-1).sum())
-        for out, (ci, ri) in zip(layer_outputs(bounded, points), intervals):
-            violations += int((_violations(out, (ci - ri)[None]) | _violations(-out, -(ci + ri)[None]))
-                              .reshape(out.shape[0], -1).any(1).sum())
-    return points.shape[0] * points.shape[1], violations
+    return attack_bounds(net, x, y, eps, lower, upper, seed, methods, not _has_max(net))
 
 
 @pytest.mark.parametrize("block", range(3))
