@@ -41,7 +41,7 @@ from robustops.models.p4 import symmetric_cnn, wang_cnn
 from robustops.nn import (P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool,
                           P4SpatialPyramidPool, SpatialPyramidPool)
 from robustops.nn.p4 import _P4Conv
-from tests.bounds.test_soundness import attack_bounds, random_problem
+from tests.bounds.test_soundness import attack_bounds, random_problem, randomize
 
 DT = torch.float64
 TOL = 1e-12
@@ -147,17 +147,7 @@ def random_p4_network(seed: int, allow_max: bool = True) -> Tuple[nn.Module, Tup
     if _coin(g, 0.15):
         layers.append(robustops.nn.RBF())  # no folding of the specification
     net = nn.Sequential(*layers).to(DT)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d, _P4Conv)):
-                m.weight.mul_(1 + 2 * torch.rand((), generator=g, dtype=DT))
-                if m.bias is not None:
-                    m.bias.uniform_(-1, 1, generator=g)
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5, generator=g)
-                m.running_var.uniform_(0.3, 2.0, generator=g)
-                m.weight.uniform_(-1.5, 1.5, generator=g)  # negative scales too
-                m.bias.uniform_(-0.5, 0.5, generator=g)
+    randomize(net, g, weighted=(nn.Linear, nn.Conv2d, _P4Conv))
     return net.eval(), (c_in, side, side), classes
 
 

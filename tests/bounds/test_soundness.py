@@ -69,6 +69,23 @@ def _coin(g: torch.Generator, p: float = 0.5) -> bool:
     return bool(torch.rand((), generator=g) < p)
 
 
+def randomize(net: nn.Module, g: torch.Generator, weighted=(nn.Linear, nn.Conv2d)) -> None:
+    """Draw the random networks' parameters from ``g``: the ``weighted`` layers' weights
+    scaled up (larger than the default init: more mixed units) and their biases in
+    [-1, 1]; batch norm's statistics, scales (negative too) and shifts."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, weighted):
+                m.weight.mul_(1 + 2 * torch.rand((), generator=g, dtype=DT))
+                if m.bias is not None:
+                    m.bias.uniform_(-1, 1, generator=g)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5, generator=g)
+                m.running_var.uniform_(0.3, 2.0, generator=g)
+                m.weight.uniform_(-1.5, 1.5, generator=g)
+                m.bias.uniform_(-0.5, 0.5, generator=g)
+
+
 def random_network(seed: int, allow_maxpool: bool = True) -> Tuple[nn.Module, Tuple[int, ...], int]:
     """A random supported network, its input shape and its number of classes."""
     g = torch.Generator().manual_seed(seed)
@@ -119,17 +136,7 @@ def random_network(seed: int, allow_maxpool: bool = True) -> Tuple[nn.Module, Tu
     if _coin(g, 0.2):
         layers.append(robustops.nn.RBF())  # the SAF networks' RBF outputs: no folding
     net = nn.Sequential(*layers).to(DT)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):  # larger than the default init: more mixed units
-                m.weight.mul_(1 + 2 * torch.rand((), generator=g, dtype=DT))
-                if m.bias is not None:
-                    m.bias.uniform_(-1, 1, generator=g)
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5, generator=g)
-                m.running_var.uniform_(0.3, 2.0, generator=g)
-                m.weight.uniform_(-1.5, 1.5, generator=g)  # negative scales too
-                m.bias.uniform_(-0.5, 0.5, generator=g)
+    randomize(net, g)
     return net.eval(), shape, classes
 
 
