@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustops._checks import check_floating, check_labels
-from robustops.bounds.ibp import (BoundedModule, _bn_affine, input_interval, interval_through, is_max_pool,
-                                  p4_bias, specification)
+from robustops.bounds.ibp import (BoundedModule, _bn_affine, _check_beta, input_interval, interval_through,
+                                  is_max_pool, p4_bias, specification)
 from robustops.nn.p4 import P4BatchNorm, _P4Conv
 from robustops.nn.saf import RBF, MReLU
 from robustops.ops.crown import crown_relax
@@ -175,8 +175,7 @@ def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[f
     if not isinstance(bounded, BoundedModule):
         raise TypeError(f"{fn}: argument 'bounded' must be a robustops.bounds.BoundedModule, got "
                         f"{type(bounded).__name__}")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
-        raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
+    _check_beta(fn, beta)
     check_floating(fn, "x", x)
     bounded._check_labels(fn, y, x.shape[0])
     return _crown_ibp_margins(bounded, *input_interval(x, eps, lower, upper), y, beta)

@@ -215,6 +215,20 @@ def _domain_bound(name: str, v, x: Tensor):
     return float(v)
 
 
+def _check_method(fn: str, method, beta) -> None:
+    """method is "ibp" or "crown-ibp", and for "crown-ibp" beta a number in [0, 1]."""
+    if method not in ("ibp", "crown-ibp"):
+        raise ValueError(f"{fn}: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
+    if method == "crown-ibp":
+        _check_beta(fn, beta)
+
+
+def _check_beta(fn: str, beta) -> None:
+    """beta (the CROWN share of the CROWN-IBP bound) is a number in [0, 1]."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
+        raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
+
+
 def _check_eps(eps, x: Tensor, fn: str = "input_interval"):
     """eps as a float or a [N] tensor of x's dtype, with every value >= 0 (inf allowed:
     the whole domain)."""
@@ -379,11 +393,7 @@ class BoundedModule(nn.Module):
             self._check_labels(fn, y, x.shape[0])
             eps = _check_eps(eps, x, fn)
             lower, upper = _check_domain(x, lower, upper)
-            if method not in ("ibp", "crown-ibp"):
-                raise ValueError(f"{fn}: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
-            if method == "crown-ibp" and (isinstance(beta, bool) or not isinstance(beta, (int, float))
-                                          or not 0 <= beta <= 1):
-                raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
+            _check_method(fn, method, beta)
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ValueError(f"{fn}: argument 'n' must be an int >= 1, got {n!r}")
         logits = self.model(x) if mode == "certified" else None

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from robustops.bounds.crown import crown_ibp_margins
 from robustops._checks import check_floating, check_label_shape, check_labels
-from robustops.bounds.ibp import BoundedModule, _check_domain, _check_eps
+from robustops.bounds.ibp import BoundedModule, _check_domain, _check_eps, _check_method
 
 __all__ = ["robust_cross_entropy", "subperturbation_weights", "certified_loss", "CertifiedLoss",
            "verified_error", "verified", "clean_error", "linear_schedule", "smoothed_schedule"]
@@ -124,10 +124,7 @@ def certified_loss(bounded: Union[BoundedModule, DistributedDataParallel], x: Te
     lower, upper = _check_domain(x, lower, upper)  # once, on x (not on its N copies)
     if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not 0 <= kappa <= 1:
         raise ValueError(f"{fn}: argument 'kappa' must be a number in [0, 1], got {kappa!r}")
-    if method not in ("ibp", "crown-ibp"):
-        raise ValueError(f"{fn}: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
-    if method == "crown-ibp" and (isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1):
-        raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
+    _check_method(fn, method, beta)
     weight = subperturbation_weights(n, weights, device=x.device).to(x.dtype)
     if logits is not None:
         check_floating(fn, "logits", logits)
