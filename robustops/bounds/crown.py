@@ -42,7 +42,7 @@ from robustops.nn.saf import RBF, MReLU
 from robustops.ops.crown import crown_relax
 from robustops.reference import saf
 
-__all__ = ["relaxation", "crown_ibp_margins"]
+__all__ = ["relaxation", "crown_ibp_margins", "crown_ibp_loss"]
 
 Relaxation = Tuple[Tensor, Tensor, Tensor, Tensor]  # a_lo, b_lo, a_up, b_up
 _ACTIVATIONS = (nn.ReLU, MReLU, RBF)
@@ -172,17 +172,52 @@ def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[f
                       lower=0.0, upper=1.0, beta: float = 1.0) -> Tensor:
     """Lower bounds of z_y - z_j (j != y): beta * CROWN-IBP + (1 - beta) * IBP."""
     fn = "crown_ibp_margins"
-    if not isinstance(bounded, BoundedModule):
-        raise TypeError(f"{fn}: argument 'bounded' must be a robustops.bounds.BoundedModule, got "
-                        f"{type(bounded).__name__}")
+    _check_bounded(fn, bounded)
     _check_beta(fn, beta)
     check_floating(fn, "x", x)
     bounded._check_labels(fn, y, x.shape[0])
     return _crown_ibp_margins(bounded, *input_interval(x, eps, lower, upper), y, beta)
 
 
-def _crown_ibp_margins(bounded: BoundedModule, c0: Tensor, r0: Tensor, y: Tensor, beta: float) -> Tensor:
-    """crown_ibp_margins from the input interval (c0, r0), for checked arguments."""
+def crown_ibp_loss(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[float, Tensor],
+                   lower=0.0, upper=1.0, beta: float = 1.0) -> Tensor:
+    """Upper bounds [N] of the worst cross-entropy over the ball, max over x' of
+    CE(z(x'), y) = log sum_j exp(z_j - z_y), bounded directly ("loss fusion", the
+    idea of Xu et al. 2020's training mode): one specification row per sample
+    instead of the K - 1 margins, so the CROWN backward pass costs 1 / (K - 1) of
+    the margins'.
+
+    With w_j = z_j - z_y in its IBP interval [l_j, u_j], exp(w_j) lies below its
+    chord on [l_j, u_j] (exp is convex), so sum_{j != y} exp(w_j) <= sum_j a_j w_j + b_j,
+    a linear function of z whose maximum over the ball CROWN bounds through the
+    network; log is monotone. The CROWN bound of the sum is mixed with the IBP one
+    (sum_j exp(u_j)) as beta * CROWN + (1 - beta) * IBP before the log (beta = 0 is
+    CE(-m, y) of the IBP margins m, robust_cross_entropy's loss). Everything is
+    computed shifted by M = max(0, max_j u_j), so nothing overflows.
+
+    The bound is never below the loss of any point of the ball, and it is looser
+    than CE(-m, y) of the CROWN-IBP margins m (the margins' bound has K - 1
+    backward rows to fit the K - 1 margins separately; this one has one). A
+    non-finite bound anywhere gives NaN, never a small loss."""
+    fn = "crown_ibp_loss"
+    _check_bounded(fn, bounded)
+    _check_beta(fn, beta)
+    check_floating(fn, "x", x)
+    bounded._check_labels(fn, y, x.shape[0])
+    return _crown_ibp_loss(bounded, *input_interval(x, eps, lower, upper), y, beta)
+
+
+def _check_bounded(fn: str, bounded) -> None:
+    if not isinstance(bounded, BoundedModule):
+        raise TypeError(f"{fn}: argument 'bounded' must be a robustops.bounds.BoundedModule, got "
+                        f"{type(bounded).__name__}")
+
+
+def _ibp_forward(bounded: BoundedModule, c0: Tensor, r0: Tensor, y: Tensor, beta: float):
+    """IBP through the body (every layer but a last Linear), keeping each layer's input
+    interval for the backward pass, and the specification of the margins z_y - z_j
+    (j != y) with the last Linear folded in: (body, inputs, a [N, K - 1, in], d, and
+    the margins' IBP interval as center and radius [N, K - 1])."""
     if beta != 0:  # before any work: the backward pass could not go through a max
         for name, layer in bounded.layers:
             if is_max_pool(layer):
@@ -190,42 +225,101 @@ def _crown_ibp_margins(bounded: BoundedModule, c0: Tensor, r0: Tensor, y: Tensor
     layers = [m for _, m in bounded.layers]
     fold = isinstance(layers[-1], nn.Linear)
     body = layers[:-1] if fold else layers
-    # forward: IBP, keeping each layer's input interval (shapes and activation inputs)
     inputs = []  # (center, radius, output shape) of every layer of the body
     c, r = c0, r0
     for layer in body:
         ci, ri = c, r
         c, r = interval_through(layer, c, r)
         inputs.append((ci, ri, tuple(c.shape[1:])))
-    n = c0.shape[0]
     if fold:
         last = layers[-1]
         spec = specification(y, last.out_features).to(c0.dtype)
         a = spec.matmul(last.weight)
         d = spec.matmul(last.bias) if last.bias is not None else c0.new_zeros(spec.shape[:2])
-        ibp = torch.bmm(a, c.unsqueeze(-1)).squeeze(-1) + d - torch.bmm(a.abs(), r.unsqueeze(-1)).squeeze(-1)
     else:
-        check_labels("crown_ibp_margins", y, n, c.shape[1])
-        spec = specification(y, c.shape[1]).to(c0.dtype)
-        a, d = spec, c0.new_zeros(spec.shape[:2])
-        lo_y = (c - r).gather(1, y[:, None])
-        keep = torch.ones_like(c, dtype=torch.bool)
-        keep[torch.arange(n, device=c0.device), y] = False
-        ibp = lo_y - (c + r)[keep].reshape(n, -1)
-    if beta == 0:
-        return ibp
-    # backward: CROWN
+        check_labels("crown_ibp_margins", y, c0.shape[0], c.shape[1])
+        a = specification(y, c.shape[1]).to(c0.dtype)
+        d = c0.new_zeros(a.shape[:2])
+    center = torch.bmm(a, c.unsqueeze(-1)).squeeze(-1) + d
+    radius = torch.bmm(a.abs(), r.unsqueeze(-1)).squeeze(-1)
+    return body, inputs, a, d, center, radius
+
+
+def _crown_back(body, inputs, a: Tensor, d: Tensor, c0: Tensor, r0: Tensor) -> Tensor:
+    """The CROWN lower bound [N, S] of A f(x) + d over the box (c0, r0), for A [N, S,
+    *out] on the body's output: back-substituted layer by layer, then minimized."""
+    n = c0.shape[0]
     for layer, (ci, ri, out_shape) in zip(reversed(body), reversed(inputs)):
         a = a.reshape((n, a.shape[1]) + out_shape)
         if isinstance(layer, _ACTIVATIONS):
             a, back_d = crown_relax(a, *relaxation(layer, ci - ri, ci + ri))
-            d = d + back_d
         else:
             a, back_d = _affine_back(layer, a, ci.shape[1:])
-            d = d + back_d
+        d = d + back_d
     a = a.reshape(n, a.shape[1], -1)
     # min over the box of A x: A+ l0 + A- u0 = A c0 - |A| r0
-    crown = torch.bmm(a, c0.reshape(n, -1, 1)).squeeze(-1) - torch.bmm(a.abs(), r0.reshape(n, -1, 1)).squeeze(-1) + d
+    return torch.bmm(a, c0.reshape(n, -1, 1)).squeeze(-1) - torch.bmm(a.abs(), r0.reshape(n, -1, 1)).squeeze(-1) + d
+
+
+def _crown_ibp_margins(bounded: BoundedModule, c0: Tensor, r0: Tensor, y: Tensor, beta: float) -> Tensor:
+    """crown_ibp_margins from the input interval (c0, r0), for checked arguments."""
+    body, inputs, a, d, center, radius = _ibp_forward(bounded, c0, r0, y, beta)
+    ibp = center - radius
+    if beta == 0:
+        return ibp
+    crown = _crown_back(body, inputs, a, d, c0, r0)
     # NaN in the IBP bounds (a NaN weight or statistic the backward pass may have
     # multiplied by a zero slope) makes the mix NaN: never a finite certificate
     return torch.where(torch.isnan(ibp), ibp, beta * crown + (1 - beta) * ibp)
+
+
+def margins_cross_entropy(margins: Tensor) -> Tensor:
+    """CE(-m, y) per sample [N] for margin lower bounds m [N, K - 1]: log(1 + sum_j
+    exp(-m_j)), NaN where a margin is not finite (see robust_cross_entropy)."""
+    logits = torch.cat([margins.new_zeros(margins.shape[0], 1), -margins], 1)
+    per_sample = F.cross_entropy(logits, margins.new_zeros(margins.shape[0], dtype=torch.long), reduction="none")
+    # + 0 where every margin is finite (the same bits), NaN where one is not
+    return per_sample + (margins - margins).sum(1)
+
+
+def _exp_chord(tl: Tensor, tu: Tensor, el: Tensor) -> Tuple[Tensor, Tensor]:
+    """(slope, intercept) of the chord of exp on [tl, tu] (el = exp(tl)), the tangent
+    at tl when the interval is a point: exp(t) <= slope t + intercept on [tl, tu]
+    (exp is convex). expm1 keeps narrow intervals exact."""
+    width = tu - tl
+    point = width <= 0
+    safe = torch.where(point, torch.ones_like(width), width)
+    slope = torch.where(point, el, el * torch.expm1(safe) / safe)
+    return slope, el - slope * tl
+
+
+def _crown_ibp_loss(bounded: BoundedModule, c0: Tensor, r0: Tensor, y: Tensor, beta: float) -> Tensor:
+    """crown_ibp_loss from the input interval (c0, r0), for checked arguments."""
+    body, inputs, a, d, center, radius = _ibp_forward(bounded, c0, r0, y, beta)
+    ibp_margins = center - radius
+    if beta == 0:
+        return margins_cross_entropy(ibp_margins)
+    # w_j = z_j - z_y = -(margin j) lies in [lo, hi]; everything below is divided by
+    # exp(M), M = max(0, max_j hi_j) (detached: the bound does not depend on it)
+    lo, hi = -center - radius, radius - center
+    shift = hi.detach().amax(1).clamp(min=0)
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    tl, tu = lo - shift[:, None], hi - shift[:, None]
+    el = torch.exp(tl)
+    slope, icpt = _exp_chord(tl, tu, el)
+    base = torch.exp(-shift)  # the true class's term, exp(0 - M)
+    ibp_sum = base + torch.exp(tu).sum(1)
+    # sum_j exp(w_j - M) <= -sum_j slope_j m_j + sum_j (icpt_j - slope_j M), and the
+    # maximum of -sum_j slope_j m_j over the ball is minus CROWN's lower bound of the
+    # one row sum_j slope_j (margin row j)
+    row = (slope.unsqueeze(-1) * a).sum(1, keepdim=True)
+    row_d = (slope * d).sum(1, keepdim=True)
+    low = _crown_back(body, inputs, row, row_d, c0, r0).squeeze(1)
+    crown_sum = base - low + (icpt - slope * shift[:, None]).sum(1)
+    # rounding must not take it below the sum's least value over the interval (no
+    # point has a smaller one), nor to 0 (log), where the IBP sum (>= 1) stands in
+    crown_sum = torch.maximum(crown_sum, base + el.sum(1))
+    crown_sum = torch.where((crown_sum > 0) | torch.isnan(crown_sum), crown_sum, ibp_sum)
+    total = beta * crown_sum + (1 - beta) * ibp_sum
+    # NaN where a margin bound is not finite, as margins_cross_entropy
+    return shift + torch.log(total) + (ibp_margins - ibp_margins).sum(1)

@@ -229,6 +229,15 @@ def _check_beta(fn: str, beta) -> None:
         raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
 
 
+def _check_bound(fn: str, bound, mode: str = "loss") -> None:
+    """bound is "margins" or "loss", and "loss" only where a loss is asked for."""
+    if bound not in ("margins", "loss"):
+        raise ValueError(f"{fn}: argument 'bound' must be 'margins' or 'loss', got {bound!r}")
+    if bound == "loss" and mode == "margins":
+        raise ValueError(f"{fn}: mode 'margins' gives margin bounds; bound='loss' needs mode 'loss' or "
+                         "'certified'")
+
+
 def _check_eps(eps, x: Tensor, fn: str = "input_interval"):
     """eps as a float or a [N] tensor of x's dtype, with every value >= 0 (inf allowed:
     the whole domain)."""
@@ -359,7 +368,7 @@ class BoundedModule(nn.Module):
     def forward(self, x: Tensor, y: Optional[Tensor] = None, eps: Union[float, Tensor, None] = None, *,
                 mode: str = "logits", method: str = "ibp", beta: float = 1.0, n: int = 1,
                 lower: Union[float, Tensor, None] = 0.0, upper: Union[float, Tensor, None] = 1.0,
-                _checked: bool = False):
+                bound: str = "margins", _checked: bool = False):
         """The model's forward, or bounds of its margins, by ``mode``:
 
         - "logits" (the default): ``model(x)``; ``bounded(x)`` is the plain forward.
@@ -370,8 +379,13 @@ class BoundedModule(nn.Module):
           ``ibp_margins(x, y, eps, lower, upper)`` (method "ibp") or
           ``crown_ibp_margins(self, x, y, eps, lower, upper, beta)`` ("crown-ibp":
           beta * CROWN + (1 - beta) * IBP).
+        - "loss": upper bounds of the worst cross-entropy over the same balls, [n * N]
+          in the same order: CE(-m, y) of the margins above (``bound="margins"``,
+          the default), or bounded directly (``bound="loss"``, loss fusion: see
+          ``crown_ibp_loss``; with method "ibp" the two are the same bound).
         - "certified": ``(model(x), margins)``, the clean logits and the margins above
-          in one call, which is what ``certified_loss`` computes its loss from.
+          in one call, which is what ``certified_loss`` computes its loss from; with
+          ``bound="loss"``, ``(model(x), loss bounds)`` of mode "loss".
 
         Wrapped in ``torch.nn.parallel.DistributedDataParallel``, call the wrapper
         (``ddp(x, y, eps, mode="certified", n=4, method="crown-ibp")``) or pass it to
@@ -384,8 +398,9 @@ class BoundedModule(nn.Module):
                 raise ValueError(f"{fn}: mode 'logits' (the default) takes x alone; pass mode='margins' "
                                  "or mode='certified' for bounds over the ball of radius eps")
             return self.model(x)
-        if mode not in ("margins", "certified"):
-            raise ValueError(f"{fn}: argument 'mode' must be 'logits', 'margins' or 'certified', got {mode!r}")
+        if mode not in ("margins", "loss", "certified"):
+            raise ValueError(f"{fn}: argument 'mode' must be 'logits', 'margins', 'loss' or 'certified', "
+                             f"got {mode!r}")
         if not _checked:
             check_floating(fn, "x", x)
             if eps is None:
@@ -394,6 +409,7 @@ class BoundedModule(nn.Module):
             eps = _check_eps(eps, x, fn)
             lower, upper = _check_domain(x, lower, upper)
             _check_method(fn, method, beta)
+            _check_bound(fn, bound, mode)
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ValueError(f"{fn}: argument 'n' must be an int >= 1, got {n!r}")
         logits = self.model(x) if mode == "certified" else None
@@ -405,12 +421,16 @@ class BoundedModule(nn.Module):
         else:
             radii = (steps * (eps / n)).repeat_interleave(b)
         c, r = _ball(x.repeat((n,) + (1,) * (x.dim() - 1)), radii, lower, upper)
-        if method == "ibp":
-            margins = self._ibp_margins(c, r, y.repeat(n))
+        from robustops.bounds import crown  # crown imports this module
+        loss = mode == "loss" or bound == "loss"
+        if method == "crown-ibp" and bound == "loss":
+            out = crown._crown_ibp_loss(self, c, r, y.repeat(n), beta)
         else:
-            from robustops.bounds.crown import _crown_ibp_margins  # crown imports this module
-            margins = _crown_ibp_margins(self, c, r, y.repeat(n), beta)
-        return margins if logits is None else (logits, margins)
+            out = (self._ibp_margins(c, r, y.repeat(n)) if method == "ibp" else
+                   crown._crown_ibp_margins(self, c, r, y.repeat(n), beta))
+            if loss:
+                out = crown.margins_cross_entropy(out)
+        return out if logits is None else (logits, out)
 
     def interval(self, center: Tensor, radius: Tensor, last: Optional[int] = None) -> Interval:
         """Propagate (center, radius) through the layers [0, last)."""

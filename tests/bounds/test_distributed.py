@@ -28,8 +28,9 @@ from robustops.bounds import BoundedModule, certified_loss, crown_ibp_margins, v
 
 N = 12
 EPS = 0.1
-# (method, beta) with N = 4 GM radii and kappa = 0.5
-CONFIGS = {"ibp": ("ibp", 1.0), "crown-ibp": ("crown-ibp", 0.5)}
+# (method, beta, bound) with N = 4 GM radii and kappa = 0.5
+CONFIGS = {"ibp": ("ibp", 1.0, "margins"), "crown-ibp": ("crown-ibp", 0.5, "margins"),
+           "crown-ibp-loss": ("crown-ibp", 0.5, "loss")}
 STEP = dict(n=4, weights="gm", kappa=0.5)
 LR = 0.5
 
@@ -50,11 +51,11 @@ def _batch(dtype=torch.float64):
     return x, torch.randint(0, 5, (N,), generator=g)
 
 
-def _step(bounded, params, x, y, method, beta):
+def _step(bounded, params, x, y, method, beta, bound):
     """One certified_loss step with SGD; the parameters after it."""
     opt = torch.optim.SGD(params, lr=LR)
     opt.zero_grad()
-    certified_loss(bounded, x, y, EPS, method=method, beta=beta, **STEP).loss.backward()
+    certified_loss(bounded, x, y, EPS, method=method, beta=beta, bound=bound, **STEP).loss.backward()
     opt.step()
     return [p.detach().clone() for p in params]
 
@@ -67,13 +68,13 @@ def _worker(rank, world, port, out_dir, path):
         x, y = _batch()
         part = slice(rank * N // world, (rank + 1) * N // world)
         out = {}
-        for name, (method, beta) in CONFIGS.items():
+        for name, config in CONFIGS.items():
             model = _model()
             ddp = nn.parallel.DistributedDataParallel(BoundedModule(model))
             # "forward": through the wrapper; "bypass": the same loss on the wrapped
             # module, around DDP's forward (the fault the test must catch)
             bounded = ddp if path == "forward" else ddp.module
-            out[name] = _step(bounded, list(model.parameters()), x[part], y[part], method, beta)
+            out[name] = _step(bounded, list(model.parameters()), x[part], y[part], *config)
         if path == "forward":
             other = nn.parallel.DistributedDataParallel(_model())
             try:
@@ -99,10 +100,10 @@ def _run(tmp_path, path):
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
 
-def _single(method, beta):
+def _single(config):
     model = _model()
     x, y = _batch()
-    return _step(BoundedModule(model), list(model.parameters()), x, y, method, beta)
+    return _step(BoundedModule(model), list(model.parameters()), x, y, *config)
 
 
 distributed = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
@@ -112,8 +113,8 @@ distributed = pytest.mark.skipif(not dist.is_available(), reason="torch.distribu
 def test_ddp_step_equals_single_process_on_the_concatenated_batch(tmp_path):
     ranks = _run(tmp_path, "forward")
     start = [p.detach() for p in _model().parameters()]
-    for name, (method, beta) in CONFIGS.items():
-        single = _single(method, beta)
+    for name, config in CONFIGS.items():
+        single = _single(config)
         for i, (p0, p1, p, s) in enumerate(zip(ranks[0][name], ranks[1][name], single, start)):
             assert not torch.equal(p, s), f"{name}: parameter {i} did not move"
             # DDP averages the ranks' gradients: both ranks hold the same numbers
@@ -130,8 +131,8 @@ def test_bounds_around_the_wrapper_are_not_all_reduced(tmp_path):
     then skips the all-reduce without a word, each rank steps with its own half's
     gradient, and the check above fails, which is what makes it meaningful."""
     ranks = _run(tmp_path, "bypass")
-    for name, (method, beta) in CONFIGS.items():
-        single = _single(method, beta)
+    for name, config in CONFIGS.items():
+        single = _single(config)
         for i, (p0, p1, p) in enumerate(zip(ranks[0][name], ranks[1][name], single)):
             assert not torch.allclose(p0, p1, rtol=1e-6, atol=1e-9), f"{name}, parameter {i}"
             assert not torch.allclose(p0, p, rtol=1e-6, atol=1e-9), f"{name}, parameter {i}"
@@ -177,7 +178,7 @@ def test_margins_mode_equals_the_margin_functions(dtype, per_sample):
                            crown_ibp_margins(bounded, x, y, eps, lower, upper, beta))
 
 
-@pytest.mark.parametrize("method, beta", list(CONFIGS.values()))
+@pytest.mark.parametrize("method, beta", [c[:2] for c in CONFIGS.values() if c[2] == "margins"])
 def test_n_radii_are_stacked_radius_major(method, beta):
     model, (x, y) = _model(), _batch()
     bounded = BoundedModule(model)
@@ -212,7 +213,13 @@ def test_forward_and_certified_loss_errors():
     with pytest.raises(ValueError, match="mode 'logits'.*takes x alone"):
         bounded(x, y, EPS)
     with pytest.raises(ValueError, match="argument 'mode'"):
-        bounded(x, y, EPS, mode="loss")
+        bounded(x, y, EPS, mode="bounds")
+    with pytest.raises(ValueError, match="argument 'bound'"):
+        bounded(x, y, EPS, mode="loss", bound="margin")
+    with pytest.raises(ValueError, match="bound='loss' needs mode 'loss' or 'certified'"):
+        bounded(x, y, EPS, mode="margins", bound="loss")
+    with pytest.raises(ValueError, match="argument 'bound'"):
+        certified_loss(bounded, x, y, EPS, bound="logits")
     with pytest.raises(TypeError, match="needs the labels y and the radius eps"):
         bounded(x, y, mode="margins")
     with pytest.raises(ValueError, match="argument 'method'"):

@@ -9,8 +9,10 @@ Dropout; a Linear or an RBF as the last layer), random inputs in random domains
 (scalar, zero, one per sample), and for IBP and CROWN-IBP at beta 0, 0.5 and 1:
 
 - every sampled point of the clipped ball (uniform, corners, and the iterates of a
-  PGD attack that minimizes each margin minus its bound) has true margins (float64)
-  no lower than the bound, and every layer's output inside IBP's interval;
+  PGD attack that minimizes each margin minus its bound, and of one that maximizes
+  the loss minus its bound) has true margins (float64) no lower than the bound, a
+  cross-entropy no higher than crown_ibp_loss's bound (loss fusion), and every
+  layer's output inside IBP's interval;
 - the activations' linear relaxations hold at dense points of random intervals;
 - verified error is never below clean error, and radius 0 gives the clean margins;
 - NaN in any weight, bias or statistic is never verified, nor is an infinite weight.
@@ -33,7 +35,10 @@ import torch
 from torch import Tensor, nn
 
 import robustops
-from robustops.bounds import BoundedModule, clean_error, crown_ibp_margins, input_interval, verified_error
+import torch.nn.functional as F
+
+from robustops.bounds import (BoundedModule, clean_error, crown_ibp_loss, crown_ibp_margins, input_interval,
+                              verified_error)
 from robustops.bounds import crown as crown_mod
 from robustops.bounds import ibp as ibp_mod
 from robustops.reference import interval as ref_interval
@@ -200,9 +205,27 @@ def sample_points(c: Tensor, r: Tensor, g: torch.Generator) -> Tensor:
     return torch.cat([uniform, c + r * signs])
 
 
-def pgd_points(net: nn.Module, c: Tensor, r: Tensor, y: Tensor, bound: Tensor, g: torch.Generator) -> Tensor:
-    """The iterates of a PGD attack on the box that minimizes the smallest margin
-    minus its bound, from random starts: [PGD_RESTARTS * PGD_STEPS, N, ...]."""
+def true_losses(net: nn.Module, points: Tensor, y: Tensor) -> Tensor:
+    """CE(z, y) at points [P, N, ...]: [P, N]."""
+    p, n = points.shape[:2]
+    z = net(points.reshape((p * n,) + tuple(points.shape[2:])))
+    return F.cross_entropy(z, y.repeat(p), reduction="none").reshape(p, n)
+
+
+def margin_gap(net: nn.Module, bound: Tensor, y: Tensor):
+    """PGD's objective against margin bounds: the smallest margin minus its bound."""
+    return lambda x: (true_margins(net, x[None], y)[0] - torch.nan_to_num(bound)).amin(1).sum()
+
+
+def loss_gap(net: nn.Module, bound: Tensor, y: Tensor):
+    """PGD's objective against loss bounds: the bound minus the loss."""
+    return lambda x: (torch.nan_to_num(bound) - true_losses(net, x[None], y)[0]).sum()
+
+
+def pgd_points(c: Tensor, r: Tensor, objective, g: torch.Generator) -> Tensor:
+    """The iterates of a PGD attack on the box that minimizes ``objective`` (of the
+    points [N, ...]; margin_gap, loss_gap), from random starts: [PGD_RESTARTS *
+    PGD_STEPS, N, ...]."""
     out = []
     lo, hi = c - r, c + r
     step = (2 * r / PGD_STEPS * 2).clamp(min=0)
@@ -210,8 +233,7 @@ def pgd_points(net: nn.Module, c: Tensor, r: Tensor, y: Tensor, bound: Tensor, g
         x = (c + r * (2 * torch.rand(c.shape, generator=g, dtype=DT) - 1)).requires_grad_(True)
         for _ in range(PGD_STEPS):
             with torch.enable_grad():
-                gap = (true_margins(net, x[None], y)[0] - torch.nan_to_num(bound)).amin(1).sum()
-                (grad,) = torch.autograd.grad(gap, x)
+                (grad,) = torch.autograd.grad(objective(x), x)
             with torch.no_grad():
                 x = torch.minimum(torch.maximum(x - step * grad.sign(), lo), hi)
             out.append(x.detach())
@@ -240,8 +262,10 @@ def attack_network(seed: int, methods=("ibp",) + tuple(f"crown-ibp-{b}" for b in
 def attack_bounds(net: nn.Module, x: Tensor, y: Tensor, eps, lower, upper, seed: int, methods,
                   crown: bool) -> Tuple[int, int]:
     """(points checked, violations): sampled points, corners and PGD iterates of the
-    ball against the margin bounds of every method (the CROWN-IBP ones only when
-    ``crown``), and every layer's output against its IBP interval."""
+    ball against the margin bounds of every method and the loss bounds
+    (crown_ibp_loss) of every CROWN-IBP one (those only when ``crown``), and every
+    layer's output against its IBP interval. PGD attacks the tightest margin bounds
+    and the tightest loss bounds."""
     bounded = BoundedModule(net)
     c, r = input_interval(x, eps, lower, upper)
     assert (r >= 0).all()
@@ -253,18 +277,26 @@ def attack_bounds(net: nn.Module, x: Tensor, y: Tensor, eps, lower, upper, seed:
     for _, layer in bounded.layers:
         ci, ri = ibp_mod.interval_through(layer, ci, ri)
         intervals.append((ci, ri))
-    bounds = {}
+    bounds, losses = {}, {}
     for method in methods:
         if method == "ibp":
             bounds[method] = bounded.ibp_margins(x, y, eps, lower, upper)
         elif crown:
-            bounds[method] = crown_ibp_margins(bounded, x, y, eps, lower, upper, beta=float(method.split("-")[-1]))
+            beta = float(method.split("-")[-1])
+            bounds[method] = crown_ibp_margins(bounded, x, y, eps, lower, upper, beta=beta)
+            losses[method] = crown_ibp_loss(bounded, x, y, eps, lower, upper, beta=beta)
     tightest = torch.stack(list(bounds.values())).amax(0)
+    parts = [sample_points(c, r, g), pgd_points(c, r, margin_gap(net, tightest, y), g)]
+    if losses:
+        parts.append(pgd_points(c, r, loss_gap(net, torch.stack(list(losses.values())).amin(0), y), g))
     with torch.no_grad():
-        points = torch.cat([sample_points(c, r, g), pgd_points(net, c, r, y, tightest, g)])
+        points = torch.cat(parts)
         margins = true_margins(net, points, y)
         for bound in bounds.values():
             violations += int(_violations(margins, bound[None]).any(-1).sum())
+        ce = true_losses(net, points, y)
+        for bound in losses.values():
+            violations += int(_violations(-ce, -bound[None]).sum())
         for out, (ci, ri) in zip(layer_outputs(bounded, points), intervals):
             violations += int((_violations(out, (ci - ri)[None]) | _violations(-out, -(ci + ri)[None]))
                               .reshape(out.shape[0], -1).any(1).sum())
