@@ -13,7 +13,8 @@ function A z + d of each layer's output is turned into one of the layer's input:
     activations, with the linear relaxation a_lo x + b_lo <= f(x) <= a_up x + b_up
     on the IBP interval [l, u] of their input:
         A' = A+ a_lo + A- a_up,  d' = d + A+ b_lo + A- b_up
-    (one fused op, robustops.ops.crown_relax)
+    (one fused op, robustops.ops.crown_relax; for ReLU robustops.ops.crown_relu,
+    which computes the relaxation from [l, u] itself)
 
 and at the input, min over the box [l0, u0] of A x + d = A+ l0 + A- u0 + d. The
 relaxations (``relaxation``) are sound for ReLU (CROWN's adaptive lower slope),
@@ -39,7 +40,8 @@ from robustops.bounds.ibp import (BoundedModule, _bn_affine, _check_beta, input_
                                   is_max_pool, p4_bias, specification)
 from robustops.nn.p4 import P4BatchNorm, _P4Conv
 from robustops.nn.saf import RBF, MReLU
-from robustops.ops.crown import crown_relax
+from robustops.ops.crown import crown_relax, crown_relu
+from robustops.reference import bounds as ref_bounds
 from robustops.reference import saf
 
 __all__ = ["relaxation", "crown_ibp_margins", "crown_ibp_loss"]
@@ -59,15 +61,9 @@ def _line_through(fl: Tensor, fu: Tensor, l: Tensor, u: Tensor, tangent_slope: T
 
 def relaxation(layer: nn.Module, l: Tensor, u: Tensor) -> Relaxation:
     """Sound linear bounds of the activation on [l, u] (see the module docstring)."""
-    zero, one = torch.zeros_like(l), torch.ones_like(l)
     if isinstance(layer, nn.ReLU):
-        dead, alive = u <= 0, l >= 0
-        mixed = ~dead & ~alive
-        width = torch.where(mixed, u - l, one)
-        a_up = torch.where(dead, zero, torch.where(alive, one, u / width))
-        b_up = torch.where(mixed, -l * u / width, zero)
-        a_lo = torch.where(dead, zero, torch.where(alive, one, (u > -l).to(l.dtype)))
-        return a_lo, zero, a_up, b_up
+        return ref_bounds.relu_relaxation(l, u)
+    zero, one = torch.zeros_like(l), torch.ones_like(l)
     if isinstance(layer, MReLU):
         f = saf.mrelu
         df = lambda x: saf.mrelu_backward(torch.ones_like(x), x)  # noqa: E731
@@ -126,6 +122,21 @@ def _no_relaxation(layer: nn.Module, name: str = "") -> TypeError:
     return TypeError(f"CROWN-IBP: {kind} has no linear relaxation here{where}; use IBP for such models")
 
 
+def _pair(v) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _transposed_conv(a: Tensor, weight: Tensor, in_shape, stride, padding, dilation, groups) -> Tensor:
+    """A L for a convolution L (the input's gradient, what torch.nn.grad.conv2d_input
+    computes) as conv_transpose2d, with the output padding that gives the input's
+    size back: its own backward is a plain convolution, where conv2d_input's is
+    convolution_backward's generic double backward."""
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    extra = tuple(int(in_shape[-2 + i]) - ((a.shape[-2 + i] - 1) * stride[i] - 2 * padding[i]
+                                           + dilation[i] * (weight.shape[-2 + i] - 1) + 1) for i in range(2))
+    return F.conv_transpose2d(a, weight, None, stride, padding, extra, groups, dilation)
+
+
 def _affine_back(layer: nn.Module, a: Tensor, in_shape) -> Tuple[Tensor, Tensor]:
     """(A L, A f(0)) for A [N, S, *out] through an affine layer f(x) = L x + f(0)
     with input shape in_shape."""
@@ -136,16 +147,16 @@ def _affine_back(layer: nn.Module, a: Tensor, in_shape) -> Tuple[Tensor, Tensor]
     if isinstance(layer, nn.Conv2d):
         # the transposed convolution of A, without a forward pass; A f(0) = A . bias
         flat = a.reshape((n * s,) + tuple(a.shape[2:]))
-        back = torch.nn.grad.conv2d_input((n * s,) + tuple(in_shape), layer.weight, flat, layer.stride,
-                                          layer.padding, layer.dilation, layer.groups)
+        back = _transposed_conv(flat, layer.weight, in_shape, layer.stride, layer.padding, layer.dilation,
+                                layer.groups)
         d = a.sum(dim=(3, 4)).matmul(layer.bias) if layer.bias is not None else a.new_zeros(n, s)
         return back.reshape((n, s) + tuple(in_shape)), d
     if isinstance(layer, _P4Conv):
         # the expanded Conv2d's transposed convolution over the [N, C_in * s, H, W] view
         flat = a.reshape((n * s, layer.out_channels * 4) + tuple(a.shape[-2:]))
         view = (layer.in_channels * layer.in_rotations,) + tuple(in_shape[-2:])
-        back = torch.nn.grad.conv2d_input((n * s,) + view, layer.transformed_filter(), flat, layer.stride,
-                                          layer.padding, layer.dilation, 1)
+        back = _transposed_conv(flat, layer.transformed_filter(), view, layer.stride, layer.padding,
+                                layer.dilation, 1)
         bias = p4_bias(layer)
         d = flat.sum(dim=(2, 3)).reshape(n, s, -1).matmul(bias) if bias is not None else a.new_zeros(n, s)
         return back.reshape((n, s) + tuple(in_shape)), d
@@ -251,7 +262,9 @@ def _crown_back(body, inputs, a: Tensor, d: Tensor, c0: Tensor, r0: Tensor) -> T
     n = c0.shape[0]
     for layer, (ci, ri, out_shape) in zip(reversed(body), reversed(inputs)):
         a = a.reshape((n, a.shape[1]) + out_shape)
-        if isinstance(layer, _ACTIVATIONS):
+        if isinstance(layer, nn.ReLU):  # the relaxation computed in the op, not materialized
+            a, back_d = crown_relu(a, ci - ri, ci + ri)
+        elif isinstance(layer, _ACTIVATIONS):
             a, back_d = crown_relax(a, *relaxation(layer, ci - ri, ci + ri))
         else:
             a, back_d = _affine_back(layer, a, ci.shape[1:])

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from robustops.nn.saf import RBF, MReLU
 from robustops.reference import saf
 
-__all__ = ["ibp", "ibp_margins", "crown_relax"]
+__all__ = ["ibp", "ibp_margins", "crown_relax", "relu_relaxation", "crown_relu"]
 
 
 def _affine(fn, weight, bias, l, u):
@@ -98,3 +98,24 @@ def crown_relax(a: Tensor, lower_slope: Tensor, lower_intercept: Tensor, upper_s
     pos, neg = a.clamp(min=0), a.clamp(max=0)
     lo_a, lo_b, up_a, up_b = (t.unsqueeze(1) for t in (lower_slope, lower_intercept, upper_slope, upper_intercept))
     return pos * lo_a + neg * up_a, (pos * lo_b + neg * up_b).flatten(2).sum(-1)
+
+
+def relu_relaxation(l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """ReLU's CROWN relaxation on [l, u], (a_lo, b_lo, a_up, b_up): dead (u <= 0)
+    0 <= relu <= 0; alive (l >= 0) x <= relu <= x; mixed the chord above and the
+    adaptive lower slope [u > -l] below (b_lo = 0). NaN ends count as mixed (NaN
+    upper lines)."""
+    zero, one = torch.zeros_like(l), torch.ones_like(l)
+    dead, alive = u <= 0, l >= 0
+    mixed = ~dead & ~alive
+    width = torch.where(mixed, u - l, one)
+    a_up = torch.where(dead, zero, torch.where(alive, one, u / width))
+    b_up = torch.where(mixed, -l * u / width, zero)
+    a_lo = torch.where(dead, zero, torch.where(alive, one, (u > -l).to(l.dtype)))
+    return a_lo, zero, a_up, b_up
+
+
+def crown_relu(a: Tensor, lower: Tensor, upper: Tensor) -> Tuple[Tensor, Tensor]:
+    """crown_relax through ReLU's relaxation of [lower, upper] (the oracle of
+    robustops.ops.crown_relu), differentiable in a, lower and upper by autograd."""
+    return crown_relax(a, *relu_relaxation(lower, upper))

@@ -147,6 +147,30 @@ def test_crown_relax(sim, grid_cap, shape, dtype):
         assert_close(u, v, rtol=tol["rtol"] * shape[1], atol=tol["atol"] * shape[1] * 4)
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape", [(0, 3, 4), (1, 1, 1), (2, 9, 3, 5, 5), (3, 4, 600), (2, 3, 3, 17, 19)], ids=str)
+def test_crown_relu(sim, grid_cap, shape, dtype):
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    rel_shape = (shape[0],) + shape[2:]
+    l = torch.randn(rel_shape, generator=g, dtype=torch.float64)
+    u = l + torch.rand(rel_shape, generator=g, dtype=torch.float64) * 2
+    l.view(-1)[::5] = 0  # alive from 0
+    u.view(-1)[1::7] = l.view(-1)[1::7]  # points
+    l, u = l.to(dtype), u.to(dtype)
+    got, want = sim.crown_relu(a, l, u), CPU.crown_relu(a, l, u)
+    _close(got[0], want[0], dtype)
+    m = max(1, a[0, 0].numel() if a.shape[0] else 1)
+    tol = tolerances(dtype)
+    assert_close(got[1], want[1], rtol=tol["rtol"] * m, atol=tol["atol"] * m * 4)
+    ga = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    gd = torch.randn(shape[:2], generator=g, dtype=torch.float64).to(dtype)
+    got, want = sim._crown_relu_backward(ga, gd, a, l, u), CPU._crown_relu_backward(ga, gd, a, l, u)
+    assert [t.shape for t in got] == [a.shape, l.shape, l.shape]
+    for x, y in zip(got, want):
+        assert_close(x, y, rtol=tol["rtol"] * shape[1] * 4, atol=tol["atol"] * shape[1] * 16, equal_nan=True)
+
+
 # ---------------------------------------------------------------- p4 and SPP
 
 

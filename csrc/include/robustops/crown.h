@@ -16,6 +16,12 @@
 //     d a_lo   = sum_s G' A+,   d b_lo = sum_s g A+,
 //     d a_up   = sum_s G' A-,   d b_up = sum_s g A-.
 // At A = 0 the lower relaxation is taken (either side gives A' = 0 and d' += 0).
+//
+// crown_relu is the same for ReLU with the relaxation computed from the input
+// interval [l, u] on the fly (relu_relaxation: robustops.bounds.relaxation's ReLU
+// case), so that it is neither materialized nor differentiated as a chain of
+// elementwise ops. Its backward gives dA as above and, through the relaxation's
+// derivatives (relu_relaxation_backward), the gradients of l and u.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -37,14 +43,44 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t relax(acc_t a, acc_t a_lo, acc_t b_lo, a
   return a * (pos ? b_lo : b_up);
 }
 
+// ReLU's linear relaxation on [l, u]: dead (u <= 0) 0 <= relu <= 0; alive (l >= 0)
+// x <= relu <= x; mixed (l < 0 < u, and NaN) the chord above, a_up = u / (u - l),
+// b_up = -l u / (u - l), and CROWN's adaptive lower slope a_lo = [u > -l] below;
+// b_lo = 0. A NaN end gives NaN upper lines, as robustops.bounds.relaxation.
+template <typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void relu_relaxation(acc_t l, acc_t u, acc_t& a_lo, acc_t& a_up, acc_t& b_up) {
+  const bool dead = u <= acc_t(0);
+  const bool alive = !dead && l >= acc_t(0);
+  const bool mixed = !dead && !alive;
+  const acc_t w = mixed ? u - l : acc_t(1);
+  a_up = mixed ? u / w : (alive ? acc_t(1) : acc_t(0));
+  b_up = mixed ? -l * u / w : acc_t(0);
+  a_lo = mixed ? (u > -l ? acc_t(1) : acc_t(0)) : a_up;
+}
+
+// The gradients of l and u from those of a_up (g_aup) and b_up (g_bup): on the mixed
+// elements, with w = u - l,
+//     d a_up / d l = u / w^2,     d a_up / d u = -l / w^2,
+//     d b_up / d l = -u^2 / w^2,  d b_up / d u = l^2 / w^2;
+// 0 elsewhere (a_lo is piecewise constant, b_lo = 0, the other pieces constant).
+template <typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void relu_relaxation_backward(acc_t l, acc_t u, acc_t g_aup, acc_t g_bup,
+                                                                acc_t& g_l, acc_t& g_u) {
+  const bool mixed = !(u <= acc_t(0)) && !(l >= acc_t(0));
+  const acc_t w = mixed ? u - l : acc_t(1);
+  g_l = mixed ? u * (g_aup - u * g_bup) / w / w : acc_t(0);
+  g_u = mixed ? l * (l * g_bup - g_aup) / w / w : acc_t(0);
+}
+
 // The problem's sizes: A is [n, s, m] in memory, the relaxation [n, m].
 struct Dims {
   int64_t n, s, m;
 };
 
-// The arguments of both ops, checked (every message names the argument that is
+// The arguments of the ops, checked (every message names the argument that is
 // wrong) and made contiguous: A (and the gradient of A') [N, S, ...], the
-// relaxation's four tensors [N, ...], the gradient of d' [N, S].
+// relaxation's four tensors or the interval's two ends [N, ...], the gradient of
+// d' [N, S].
 struct Args {
   Dims dims;
   at::Tensor grad_out, grad_d, a, relax[4];
@@ -52,9 +88,13 @@ struct Args {
 
 constexpr const char* kRelaxNames[4] = {"lower_slope", "lower_intercept", "upper_slope", "upper_intercept"};
 
+constexpr const char* kIntervalNames[2] = {"lower", "upper"};
+
+// The checks for R relaxation tensors named `names` (crown_relax: the four lines;
+// crown_relu: the interval's ends), into out.relax[0..R).
+template <int R>
 inline Args args(const char* op, const at::Tensor* grad_out, const at::Tensor* grad_d, const at::Tensor& a,
-                 const at::Tensor& lower_slope, const at::Tensor& lower_intercept,
-                 const at::Tensor& upper_slope, const at::Tensor& upper_intercept) {
+                 const at::Tensor* const (&relax)[R], const char* const (&names)[R]) {
   check_floating(op, "a", a);
   TORCH_CHECK(a.dim() >= 3, "robustops::", op,
               ": argument 'a' must have shape [N, S, ...] (S linear functions of the activation's "
@@ -63,12 +103,11 @@ inline Args args(const char* op, const at::Tensor* grad_out, const at::Tensor* g
   for (int64_t d = 2; d < a.dim(); ++d) {
     want.push_back(a.size(d));
   }
-  const at::Tensor* relax[4] = {&lower_slope, &lower_intercept, &upper_slope, &upper_intercept};
   Args out;
-  for (int i = 0; i < 4; ++i) {
-    check_same_dtype_device(op, kRelaxNames[i], *relax[i], "a", a);
+  for (int i = 0; i < R; ++i) {
+    check_same_dtype_device(op, names[i], *relax[i], "a", a);
     TORCH_CHECK(relax[i]->sizes() == at::IntArrayRef(want), "robustops::", op, ": argument '",
-                kRelaxNames[i], "' must have shape ", at::IntArrayRef(want),
+                names[i], "' must have shape ", at::IntArrayRef(want),
                 " (the shape of 'a' without its dimension 1), got ", relax[i]->sizes());
     out.relax[i] = relax[i]->contiguous();
   }
@@ -89,6 +128,19 @@ inline Args args(const char* op, const at::Tensor* grad_out, const at::Tensor* g
   }
   out.dims = {a.size(0), a.size(1), m};
   return out;
+}
+
+inline Args args(const char* op, const at::Tensor* grad_out, const at::Tensor* grad_d, const at::Tensor& a,
+                 const at::Tensor& lower_slope, const at::Tensor& lower_intercept,
+                 const at::Tensor& upper_slope, const at::Tensor& upper_intercept) {
+  const at::Tensor* const relax[4] = {&lower_slope, &lower_intercept, &upper_slope, &upper_intercept};
+  return args<4>(op, grad_out, grad_d, a, relax, kRelaxNames);
+}
+
+inline Args relu_args(const char* op, const at::Tensor* grad_out, const at::Tensor* grad_d, const at::Tensor& a,
+                      const at::Tensor& lower, const at::Tensor& upper) {
+  const at::Tensor* const relax[2] = {&lower, &upper};
+  return args<2>(op, grad_out, grad_d, a, relax, kIntervalNames);
 }
 
 }  // namespace crown

@@ -31,6 +31,8 @@ inline void define_schemas(torch::Library& m) {
   // CROWN: back-substitution through an activation's linear relaxation (crown.h)
   m.def("crown_relax(Tensor a, Tensor lower_slope, Tensor lower_intercept, Tensor upper_slope, Tensor upper_intercept) -> (Tensor, Tensor)");
   m.def("_crown_relax_backward(Tensor grad_a, Tensor grad_d, Tensor a, Tensor lower_slope, Tensor lower_intercept, Tensor upper_slope, Tensor upper_intercept) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("crown_relu(Tensor a, Tensor lower, Tensor upper) -> (Tensor, Tensor)");
+  m.def("_crown_relu_backward(Tensor grad_a, Tensor grad_d, Tensor a, Tensor lower, Tensor upper) -> (Tensor, Tensor, Tensor)");
 
   // p4: the filter transform of p4 group convolutions and its adjoint (p4.h)
   m.def("p4_filter(Tensor weight) -> Tensor");
