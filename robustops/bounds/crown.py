@@ -242,6 +242,7 @@ def _ibp_forward(bounded: BoundedModule, c0: Tensor, r0: Tensor, y: Tensor, beta
         ci, ri = c, r
         c, r = interval_through(layer, c, r)
         inputs.append((ci, ri, tuple(c.shape[1:])))
+    bounded._note_width(tuple(c0.shape[1:]), max((math.prod(shape) for *_, shape in inputs), default=0))
     if fold:
         last = layers[-1]
         spec = specification(y, last.out_features).to(c0.dtype)

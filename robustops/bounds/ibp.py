@@ -229,6 +229,10 @@ def _check_beta(fn: str, beta) -> None:
         raise ValueError(f"{fn}: argument 'beta' must be a number in [0, 1], got {beta!r}")
 
 
+# The largest temporary one pass of the bounds may allocate (see _rows_per_pass).
+_CHUNK_BYTES = 16 << 20
+
+
 def _check_bound(fn: str, bound, mode: str = "loss") -> None:
     """bound is "margins" or "loss", and "loss" only where a loss is asked for."""
     if bound not in ("margins", "loss"):
@@ -359,6 +363,7 @@ class BoundedModule(nn.Module):
         if not self.layers:
             raise TypeError("BoundedModule: the model has no layers")
         self._fold = isinstance(self.layers[-1][1], nn.Linear)
+        self._widest = {}  # input shape -> the widest layer's elements per sample, once seen
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -421,22 +426,47 @@ class BoundedModule(nn.Module):
         else:
             radii = (steps * (eps / n)).repeat_interleave(b)
         c, r = _ball(x.repeat((n,) + (1,) * (x.dim() - 1)), radii, lower, upper)
+        ys = y.repeat(n)
         from robustops.bounds import crown  # crown imports this module
         loss = mode == "loss" or bound == "loss"
-        if method == "crown-ibp" and bound == "loss":
-            out = crown._crown_ibp_loss(self, c, r, y.repeat(n), beta)
+        fused = method == "crown-ibp" and bound == "loss"  # else margins, and CE(-m, y) for a loss
+        if fused:
+            fn, spec_rows = crown._crown_ibp_loss, 1
+        elif method == "crown-ibp":
+            fn, spec_rows = crown._crown_ibp_margins, (self.num_classes or 2) - 1 if beta != 0 else 1
         else:
-            out = (self._ibp_margins(c, r, y.repeat(n)) if method == "ibp" else
-                   crown._crown_ibp_margins(self, c, r, y.repeat(n), beta))
-            if loss:
-                out = crown.margins_cross_entropy(out)
+            fn, spec_rows = (lambda _, c, r, y, beta: self._ibp_margins(c, r, y)), 1
+        step = self._rows_per_pass(x, c.shape[0], spec_rows)
+        out = torch.cat([fn(self, c[i:i + step], r[i:i + step], ys[i:i + step], beta)
+                         for i in range(0, c.shape[0], step)]) if step < c.shape[0] else fn(self, c, r, ys, beta)
+        if loss and not fused:
+            out = crown.margins_cross_entropy(out)
         return out if logits is None else (logits, out)
 
     def interval(self, center: Tensor, radius: Tensor, last: Optional[int] = None) -> Interval:
         """Propagate (center, radius) through the layers [0, last)."""
+        shape, widest = tuple(center.shape[1:]), 0
         for _, layer in self.layers[:last]:
             center, radius = interval_through(layer, center, radius)
+            widest = max(widest, center[0].numel() if center.shape[0] else 0)
+        self._note_width(shape, widest)
         return center, radius
+
+    def _note_width(self, shape, widest: int) -> None:
+        if widest:
+            self._widest[shape] = max(widest, self._widest.get(shape, 0))
+
+    def _rows_per_pass(self, x: Tensor, rows: int, spec_rows: int) -> int:
+        """How many of ``rows`` stacked samples go through the network in one pass:
+        all, unless the largest temporary (the widest layer's activations, times the
+        spec_rows specification rows of a CROWN bound matrix) would pass _CHUNK_BYTES,
+        glibc's 32 MB mmap threshold with room to spare, above which every step
+        page-faults its blocks afresh. Known from the first call on this input shape."""
+        widest = self._widest.get(tuple(x.shape[1:]))
+        if widest is None:
+            return rows
+        per_row = widest * spec_rows * x.element_size()
+        return max(1, min(rows, _CHUNK_BYTES // max(per_row, 1)))
 
     def _check_labels(self, fn: str, y, batch: int) -> None:
         """y's type and shape, and its range when K is known before the forward pass
