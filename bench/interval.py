@@ -101,8 +101,8 @@ gm_loss
     separate passes (``bounded.ibp_margins`` at each radius, robust cross-entropy,
     weighted sum). Target (issue 16): the batched pass at least as fast as the N
     separate passes (<= 1x) for N = 4 and 8 on both nets (at N = 1 both are the
-    same single pass). Checked (float64): the two losses
-    and one step's updates are equal.
+    same single pass). Checked (float64): the two losses and one step's updates
+    are equal.
 
     Allocator: glibc mmaps every block of 32 MB or more (its largest dynamic mmap
     threshold), and such blocks are page-faulted afresh on every step. The batched
@@ -111,8 +111,10 @@ gm_loss
     and the plain step do not: on the 2-core dev machine the batched N = 8 step took
     about 183k minor page faults per step (8.8k for the separate passes) and was
     1.6-2.2x slower than them, and 0.86x with MALLOC_MMAP_THRESHOLD_ raised past
-    those sizes. The suite runs with the allocator as it comes: the measurements
-    above are why the N = 8 target may be missed there.
+    those sizes. BoundedModule.forward now splits the stacked rows into passes
+    whose largest temporary stays under 16 MB (robustops.bounds.ibp._CHUNK_BYTES,
+    from the layer widths seen on the first call), so neither allocates such
+    blocks any more. The suite runs with the allocator as it comes.
 
     The training steps time SGD at lr 0 (the same work, the weights stay put: every
     timed step computes on the same weights; the checks take one step at lr 0.01),
