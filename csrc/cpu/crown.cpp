@@ -90,6 +90,29 @@ C10_ALWAYS_INLINE void backward_lanes(const T* __restrict__ g, T gd, const T* __
   }
 }
 
+// The S rows of one block (elements b .. b + k of a sample's [s, m] G' and A)
+// against the block's relaxation rel: writes dA and adds the four sums over S.
+template <typename scalar_t, typename T = compute_t<scalar_t>>
+C10_ALWAYS_INLINE void backward_rows(const scalar_t* __restrict__ g, const scalar_t* __restrict__ gd,
+                                     const scalar_t* __restrict__ a, const T* const (&rel)[4],
+                                     scalar_t* __restrict__ ga, T (&sum)[4][kBlock], int64_t s, int64_t m,
+                                     int64_t b, int64_t k) {
+  [[maybe_unused]] T bg[kBlock], ba[kBlock], bga[kBlock];
+  for (int64_t row = 0; row < s; ++row) {
+    const int64_t off = row * m + b;
+    const T gdr = static_cast<T>(gd[row]);
+    if constexpr (cpu::is_reduced<scalar_t>) {
+      cpu::load_block(g + off, bg, k);
+      cpu::load_block(a + off, ba, k);
+      backward_lanes<T>(bg, gdr, ba, rel[0], rel[1], rel[2], rel[3], bga, sum[0], sum[1], sum[2], sum[3], k);
+      cpu::store_block(bga, ga + off, k);
+    } else {
+      backward_lanes<T>(g + off, gdr, a + off, rel[0], rel[1], rel[2], rel[3], ga + off, sum[0], sum[1],
+                        sum[2], sum[3], k);
+    }
+  }
+}
+
 // One sample: G' and A are [s, m], g is [s]; writes dA [s, m] and the four
 // relaxation gradients [m].
 template <typename scalar_t>
@@ -99,7 +122,6 @@ ROBUSTOPS_CPU_CLONES void backward_sample(const scalar_t* __restrict__ g, const 
                                           int64_t m) {
   using T = compute_t<scalar_t>;
   T br[4][kBlock], sum[4][kBlock];
-  [[maybe_unused]] T bg[kBlock], ba[kBlock], bga[kBlock];
   for (int64_t b = 0; b < m; b += kBlock) {
     const int64_t k = std::min(kBlock, m - b);
     std::fill(&sum[0][0], &sum[0][0] + 4 * kBlock, T(0));
@@ -112,19 +134,7 @@ ROBUSTOPS_CPU_CLONES void backward_sample(const scalar_t* __restrict__ g, const 
         rel[i] = r[i] + b;
       }
     }
-    for (int64_t row = 0; row < s; ++row) {
-      const int64_t off = row * m + b;
-      const T gdr = static_cast<T>(gd[row]);
-      if constexpr (cpu::is_reduced<scalar_t>) {
-        cpu::load_block(g + off, bg, k);
-        cpu::load_block(a + off, ba, k);
-        backward_lanes<T>(bg, gdr, ba, rel[0], rel[1], rel[2], rel[3], bga, sum[0], sum[1], sum[2], sum[3], k);
-        cpu::store_block(bga, ga + off, k);
-      } else {
-        backward_lanes<T>(g + off, gdr, a + off, rel[0], rel[1], rel[2], rel[3], ga + off, sum[0], sum[1],
-                          sum[2], sum[3], k);
-      }
-    }
+    backward_rows<scalar_t>(g, gd, a, rel, ga, sum, s, m, b, k);
     for (int i = 0; i < 4; ++i) {
       if constexpr (cpu::is_reduced<scalar_t>) {
         cpu::store_block(sum[i], gr[i] + b, k);
@@ -195,8 +205,8 @@ ROBUSTOPS_CPU_CLONES void relu_backward_sample(const scalar_t* __restrict__ g, c
                                                int64_t m) {
   using T = compute_t<scalar_t>;
   T bl[kBlock], bu[kBlock], rel[4][kBlock], sum[4][kBlock], bgl[kBlock], bgu[kBlock];
-  [[maybe_unused]] T bg[kBlock], ba[kBlock], bga[kBlock];
   std::fill(rel[1], rel[1] + kBlock, T(0));  // b_lo
+  const T* const lines[4] = {rel[0], rel[1], rel[2], rel[3]};
   for (int64_t b = 0; b < m; b += kBlock) {
     const int64_t k = std::min(kBlock, m - b);
     std::fill(&sum[0][0], &sum[0][0] + 4 * kBlock, T(0));
@@ -205,19 +215,7 @@ ROBUSTOPS_CPU_CLONES void relu_backward_sample(const scalar_t* __restrict__ g, c
       bu[i] = static_cast<T>(u[b + i]);
       crown::relu_relaxation<T>(bl[i], bu[i], rel[0][i], rel[2][i], rel[3][i]);
     }
-    for (int64_t row = 0; row < s; ++row) {
-      const int64_t off = row * m + b;
-      const T gdr = static_cast<T>(gd[row]);
-      if constexpr (cpu::is_reduced<scalar_t>) {
-        cpu::load_block(g + off, bg, k);
-        cpu::load_block(a + off, ba, k);
-        backward_lanes<T>(bg, gdr, ba, rel[0], rel[1], rel[2], rel[3], bga, sum[0], sum[1], sum[2], sum[3], k);
-        cpu::store_block(bga, ga + off, k);
-      } else {
-        backward_lanes<T>(g + off, gdr, a + off, rel[0], rel[1], rel[2], rel[3], ga + off, sum[0], sum[1],
-                          sum[2], sum[3], k);
-      }
-    }
+    backward_rows<scalar_t>(g, gd, a, lines, ga, sum, s, m, b, k);
     for (int64_t i = 0; i < k; ++i) {
       crown::relu_relaxation_backward<T>(bl[i], bu[i], sum[2][i], sum[3][i], bgl[i], bgu[i]);
       gl[b + i] = static_cast<scalar_t>(bgl[i]);

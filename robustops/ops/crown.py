@@ -92,16 +92,21 @@ def _register() -> None:
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
 
-    def backward(ctx, grad_a, grad_d):
-        a = ctx.saved_tensors[0]
-        if grad_a is None:
-            grad_a = torch.zeros_like(a)
-        if grad_d is None:
-            grad_d = a.new_zeros(a.shape[:2])
-        grads = torch.ops.robustops._crown_relax_backward.default(grad_a, grad_d, *ctx.saved_tensors)
-        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+    def backward_with(op):
+        """The autograd backward of a crown op from its private backward op."""
+        def backward(ctx, grad_a, grad_d):
+            a = ctx.saved_tensors[0]
+            if grad_a is None:
+                grad_a = torch.zeros_like(a)
+            if grad_d is None:
+                grad_d = a.new_zeros(a.shape[:2])
+            grads = op(grad_a, grad_d, *ctx.saved_tensors)
+            return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+        return backward
 
-    torch.library.register_autograd("robustops::crown_relax", backward, setup_context=setup_context)
+    torch.library.register_autograd("robustops::crown_relax",
+                                    backward_with(torch.ops.robustops._crown_relax_backward.default),
+                                    setup_context=setup_context)
 
     @torch.library.register_fake("robustops::crown_relu")
     def _(a, lower, upper):
@@ -112,16 +117,9 @@ def _register() -> None:
         return (torch.empty_like(a, memory_format=torch.contiguous_format),) + tuple(
             torch.empty_like(t, memory_format=torch.contiguous_format) for t in (lower, upper))
 
-    def relu_backward(ctx, grad_a, grad_d):
-        a = ctx.saved_tensors[0]
-        if grad_a is None:
-            grad_a = torch.zeros_like(a)
-        if grad_d is None:
-            grad_d = a.new_zeros(a.shape[:2])
-        grads = torch.ops.robustops._crown_relu_backward.default(grad_a, grad_d, *ctx.saved_tensors)
-        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
-
-    torch.library.register_autograd("robustops::crown_relu", relu_backward, setup_context=setup_context)
+    torch.library.register_autograd("robustops::crown_relu",
+                                    backward_with(torch.ops.robustops._crown_relu_backward.default),
+                                    setup_context=setup_context)
 
 
 if _extension._C is not None:
