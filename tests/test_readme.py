@@ -84,3 +84,22 @@ def test_every_paper_experiment_has_a_generated_verdict():
             continue
         assert record["verdict"]["value"] in ("reproduced", "partly reproduced", "not reproduced"), name
         assert record["verdict"]["sentence"] in block, name
+
+
+def test_extension_info_example_lists_every_op():
+    """The README's extension_info() session names every registered op (a CPU build's
+    devices: the composite ops run on every device)."""
+    import ast
+
+    import robustops
+
+    with open(README) as f:
+        session = next(b for b in re.findall(r"```python\n(.*?)```", f.read(), re.S)
+                       if b.lstrip().startswith(">>> robustops.extension_info()"))
+    shown = ast.literal_eval(session.split("\n", 1)[1].strip())
+    info = robustops.extension_info()
+    if not info["loaded"]:
+        pytest.skip("robustops._C is not loaded")
+    assert sorted(shown["ops"]) == sorted(info["ops"])
+    for op, devices in shown["ops"].items():
+        assert "cpu" in devices and set(devices) <= {"cpu", "cuda"}, op
