@@ -23,9 +23,9 @@ Attacks
                     also runs without labels (``attack(x)``), for nonsense images
     HotCold         hot/cold with one hot class (HC1, Rozsa et al. 2016): the hot class
                     is the closest-scoring wrong class; move along the gradient of
-                    z_hot - z_y (raising the hot class, lowering the original one) with
-                    a line search for the smallest step that flips the label, pixels
-                    kept in [0, 1]
+                    z_hot - z_y (raising the hot class, lowering the original one; with
+                    ``loss_fn``, of L(f(x), y) - L(f(x), hot)) with a line search for
+                    the smallest step that flips the label, pixels kept in [0, 1]
     CommitteeExample  the adversarial committee paper's training example
                     X + eps sign(g(X)) + c g(X + eps sign(g(X))), g = grad_x L
     PGD             projected gradient descent in the L-inf ball (Madry et al. 2018),
@@ -47,14 +47,23 @@ once the model has run, so the first forward of each call checks that the model'
 output is [B, K] and that every label is in [0, K) (a ValueError naming 'y', instead of
 a label of -1 silently taken from the end or a raw IndexError); an attack that runs
 no forward (PGD with steps=0) checks the range in ``evaluate``'s prediction.
+
+Reentrancy: an attack object holds only its settings. What a call finds (the
+zero-gradient mask, FGSMaxL1's target, the line searches' step, HotCold's hot class)
+travels in that call's return value, and the pending label check in a context
+variable of the running call, so one object may serve interleaved calls: threads, or a
+call from inside its own loss_fn or model. The model's train/eval flags are the
+model's own: threads sharing a model that is in train mode race on them (put it in
+eval mode first).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, Optional
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -62,9 +71,29 @@ from torch import Tensor, nn
 
 from robustops._checks import check_floating, check_int, check_label_shape, check_labels
 
-__all__ = ["Attack", "AttackResult", "FGSM", "FGSLineSearch", "FGSMaxL1", "HotCold", "CommitteeExample", "PGD", "eval_mode"]
+__all__ = ["Attack", "AttackResult", "FGSM", "FGSLineSearch", "FGSMaxL1", "HotCold", "CommitteeExample", "PGD",
+           "eval_mode"]
 
 Loss = Callable[[Tensor, Tensor], Tensor]
+# What one call of an attack found: "zero_gradient" (a bool tensor [B], or None when the
+# attack took no gradient) and the per-sample tensors that evaluate reports in
+# AttackResult.extra under the same keys.
+Info = Dict[str, Optional[Tensor]]
+
+
+class _Call:
+    """One running call of an attack: the labels its first forward still has to check
+    against the model's number of classes (None once checked, or for none)."""
+
+    __slots__ = ("attack", "labels")
+
+    def __init__(self, attack: "Attack", labels: Optional[Tensor]):
+        self.attack, self.labels = attack, labels
+
+
+# The innermost running call of this thread (or task): set and reset around each call,
+# so a nested call (from a loss_fn or a model) has its own and the outer one's comes back.
+_CALL: ContextVar[Optional[_Call]] = ContextVar("robustops_attacks_call", default=None)
 
 
 @contextlib.contextmanager
@@ -139,8 +168,11 @@ def _mean_str(values: Tensor, mask: Tensor) -> str:
 class Attack:
     """The base of the attacks: checks, eval mode, no writes to the input, evaluate().
 
-    Subclasses implement ``_perturb(x, y) -> x_adv`` on a detached copy of x and may
-    set ``self._zero_gradient`` (a bool tensor [B]) for the batch."""
+    Subclasses implement ``_perturb(x, y) -> (x_adv, info)`` on a detached copy of x:
+    ``info`` is a dict of what the call found, "zero_gradient" (a bool tensor [B], or
+    None) and any other entry a per-sample tensor that ``evaluate`` reports in
+    ``AttackResult.extra`` under the same key. Nothing of a call is kept on the
+    object (see the module docstring's reentrancy)."""
 
     def __init__(self, model: nn.Module, loss_fn: Optional[Loss] = None):
         if not isinstance(model, nn.Module):
@@ -148,45 +180,53 @@ class Attack:
                             f"{type(model).__name__}")
         self.model = model
         self.loss_fn = loss_fn if loss_fn is not None else _default_loss
-        self._zero_gradient: Optional[Tensor] = None
-        # the labels of the running call, until the first forward has checked them
-        self._unchecked_labels: Optional[Tensor] = None
-        self._labels_checked = False
 
-    def _check(self, x: Tensor, y: Optional[Tensor]) -> None:
+    def _check(self, x: Tensor, y: Optional[Tensor], labels_required: bool = True) -> None:
         """The checks that need no forward (the label range waits for it: _forward).
-        ``y`` None: the input alone (an attack that runs without labels)."""
+        ``y`` None with ``labels_required`` False: the input alone (an attack that runs
+        without labels); with it True, a TypeError naming 'y'."""
         name = type(self).__name__
         check_floating(name, "x", x)
         if x.dim() == 0:
             raise ValueError(f"{name}: argument 'x' must have a batch dimension [B, ...], got a 0-dim tensor")
-        if y is not None:
+        if y is not None or labels_required:
             check_label_shape(name, y, batch=x.shape[0])
         if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
             raise ValueError(f"{name}: argument 'x' must hold values in [0, 1] (normalization belongs "
                              f"inside the model), got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        self._check(x, y)
-        self._unchecked_labels, self._labels_checked = y, False
+        return self._run(x, y)[0]
+
+    @contextlib.contextmanager
+    def _calling(self, labels: Optional[Tensor]) -> Iterator[_Call]:
+        """This thread's running call of this attack inside, with ``labels`` for its
+        first forward to check; the enclosing call (if any) restored after."""
+        call = _Call(self, labels)
+        token = _CALL.set(call)
         try:
-            with eval_mode(self.model), torch.enable_grad():
-                self._zero_gradient = None
-                return self._perturb(x.detach().clone(), y.detach()).detach()
+            yield call
         finally:
-            self._unchecked_labels = None
+            _CALL.reset(token)
+
+    def _run(self, x: Tensor, y: Optional[Tensor],
+             labels_required: bool = True) -> Tuple[Tensor, Info, Optional[Tensor]]:
+        """The checked, eval-mode call of _perturb: (x_adv, info, the labels no forward
+        has checked yet: None unless the attack ran no forward)."""
+        self._check(x, y, labels_required)
+        with self._calling(y) as call, eval_mode(self.model), torch.enable_grad():
+            x_adv, info = self._perturb(x.detach().clone(), None if y is None else y.detach())
+        return x_adv.detach(), info, call.labels
 
     def _forward(self, x: Tensor) -> Tensor:
         """model(x); the first forward of a call also checks the output's shape and the
         labels' range against its number of classes (one synchronization per call)."""
         out = self.model(x)
-        y = self._unchecked_labels
-        if y is not None:
-            self._unchecked_labels = None
-            name = type(self).__name__
+        call = _CALL.get()
+        if call is not None and call.attack is self and call.labels is not None:
+            y, call.labels = call.labels, None
             self._check_output(out, y.shape[0])
-            check_labels(name, y, batch=y.shape[0], num_classes=out.shape[1])
-            self._labels_checked = True
+            check_labels(type(self).__name__, y, batch=y.shape[0], num_classes=out.shape[1])
         return out
 
     def _check_output(self, out, batch: int) -> None:
@@ -196,7 +236,7 @@ class Attack:
             raise ValueError(f"{type(self).__name__}: the model's output must have shape [{batch}, classes] (a "
                              f"row of class scores per sample of x), got {got}")
 
-    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+    def _perturb(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Info]:
         raise NotImplementedError
 
     def _input_gradient(self, x: Tensor, target: Tensor, sign: float = 1.0) -> Tensor:
@@ -212,21 +252,23 @@ class Attack:
 
     def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
         """Run the attack on (x, y) and score it (see the module docstring)."""
-        x_adv = self(x, y)
+        x_adv, info, unchecked = self._run(x, y)
         # an attack that ran no forward (PGD with steps=0) has not checked the labels' range yet
-        self._unchecked_labels = None if self._labels_checked else y
-        try:
-            with eval_mode(self.model):
-                correct = self._predict(x) == y
-                flipped = self._predict(x_adv) != y
-        finally:
-            self._unchecked_labels = None
-        zero = self._zero_gradient if self._zero_gradient is not None else torch.zeros_like(correct)
-        success = correct & flipped & ~zero
+        with self._calling(unchecked), eval_mode(self.model):
+            correct = self._predict(x) == y
+            flipped = self._predict(x_adv) != y
+        zero = info["zero_gradient"] if info.get("zero_gradient") is not None else torch.zeros_like(correct)
+        return self._result(x, x_adv, correct, correct & flipped & ~zero, zero, info)
+
+    def _result(self, x: Tensor, x_adv: Tensor, correct: Tensor, success: Tensor, zero: Tensor,
+                info: Info) -> AttackResult:
+        """The AttackResult of one call: the norms of x_adv - x, info's entries but the
+        zero-gradient mask as ``extra``, every per-sample tensor on the CPU."""
         delta = (x_adv - x).flatten(1)
         return AttackResult(type(self).__name__, x_adv, correct.cpu(), success.cpu(), zero.cpu(),
                             delta.abs().amax(1).cpu() if delta.shape[1] else delta.new_zeros(len(x)).cpu(),
-                            delta.norm(dim=1).cpu())
+                            delta.norm(dim=1).cpu(),
+                            {k: v.cpu() for k, v in info.items() if k != "zero_gradient"})
 
 
 def _positive(name: str, cls: str, value: float, allow_zero: bool = True) -> float:
@@ -247,10 +289,9 @@ class FGSM(Attack):
         super().__init__(model, loss_fn)
         self.eps = _positive("eps", "FGSM", eps)
 
-    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+    def _perturb(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Info]:
         g = self._input_gradient(x, y)
-        self._zero_gradient = _all_zero(g)
-        return (x + self.eps * g.sign()).clamp(0, 1)
+        return (x + self.eps * g.sign()).clamp(0, 1), {"zero_gradient": _all_zero(g)}
 
 
 class FGSMaxL1(Attack):
@@ -284,19 +325,19 @@ class FGSMaxL1(Attack):
         super().__init__(model, loss_fn)
         self.beta = _positive("beta", "FGSMaxL1", beta)
         self.targets = _classes("FGSMaxL1", "targets", targets) if targets is not None else None
-        self._target: Optional[Tensor] = None
 
     def __call__(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        return self._run(x, y, labels_required=not self._unlabelled(y))[0]
+
+    def _unlabelled(self, y: Optional[Tensor]) -> bool:
+        """Whether the call runs without labels (``y`` None): a ValueError naming 'y'
+        unless ``targets`` is given."""
         if y is not None:
-            return super().__call__(x, y)
+            return False
         if self.targets is None:
             raise ValueError("FGSMaxL1: argument 'y' may be None only when 'targets' is given (without labels "
                              "every class of targets is a candidate)")
-        self._check(x, None)
-        self._unchecked_labels, self._labels_checked = None, False
-        with eval_mode(self.model), torch.enable_grad():
-            self._zero_gradient = None
-            return self._perturb(x.detach().clone(), None).detach()
+        return True
 
     def _candidates(self, classes: int, y: Optional[Tensor]) -> range:
         """The classes to try, in increasing order, checked against the model's K."""
@@ -313,7 +354,7 @@ class FGSMaxL1(Attack):
                                  f"targets {list(self.targets)} holds only its label {int(y[i])}")
         return self.targets
 
-    def _perturb(self, x: Tensor, y: Optional[Tensor]) -> Tensor:
+    def _perturb(self, x: Tensor, y: Optional[Tensor]) -> Tuple[Tensor, Info]:
         with torch.no_grad():
             out = self._forward(x)
         if y is None:
@@ -332,24 +373,16 @@ class FGSMaxL1(Attack):
             best = torch.where(better, norm, best)
             grad = torch.where(better.view((-1,) + (1,) * (x.dim() - 1)), g, grad)
             target = torch.where(better, tj, target)
-        self._zero_gradient = best <= 0
-        self._target = target
-        return (x - self.beta * grad.sign()).clamp(0, 1)
+        return (x - self.beta * grad.sign()).clamp(0, 1), {"zero_gradient": best <= 0, "target": target}
 
     def evaluate(self, x: Tensor, y: Optional[Tensor] = None) -> AttackResult:
         """As Attack.evaluate; without labels (``y`` None, ``targets`` given) no sample
         counts as correct or successful (see the class docstring)."""
-        if y is not None:
-            result = super().evaluate(x, y)
-        else:
-            x_adv = self(x, None)
-            none = torch.zeros(x.shape[0], dtype=torch.bool)
-            delta = (x_adv - x).flatten(1)
-            result = AttackResult(type(self).__name__, x_adv, none, none.clone(), self._zero_gradient.cpu(),
-                                  delta.abs().amax(1).cpu() if delta.shape[1] else delta.new_zeros(len(x)).cpu(),
-                                  delta.norm(dim=1).cpu())
-        result.extra["target"] = self._target.cpu()
-        return result
+        if not self._unlabelled(y):
+            return super().evaluate(x, y)
+        x_adv, info, _ = self._run(x, None, labels_required=False)
+        none = torch.zeros(x.shape[0], dtype=torch.bool)
+        return self._result(x, x_adv, none, none.clone(), info["zero_gradient"], info)
 
 
 def _classes(fn: str, name: str, values) -> tuple:
@@ -387,24 +420,26 @@ class _LineSearch(Attack):
         if not (isinstance(grid, int) and grid >= 1 and isinstance(refine, int) and refine >= 0):
             raise ValueError(f"{name}: 'grid' must be an int >= 1 and 'refine' an int >= 0, got {grid}, {refine}")
         self.grid, self.refine = grid, refine
-        self._step: Optional[Tensor] = None
 
-    def _direction(self, x: Tensor, y: Tensor) -> Tensor:
+    def _direction(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Info]:
+        """(the direction d per image, info): info's "zero_gradient" marks the images
+        not to search (failures); its other entries go to ``_perturb``'s info."""
         raise NotImplementedError
 
     def _flips(self, x: Tensor, d: Tensor, step: Tensor, y: Tensor) -> Tensor:
         view = (-1,) + (1,) * (x.dim() - 1)
         return self._predict((x + step.view(view) * d).clamp(0, 1)) != y
 
-    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        d = self._direction(x, y)
+    def _perturb(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Info]:
+        d, info = self._direction(x, y)
+        zero = info.pop("zero_gradient")
         n = x.shape[0]
         found = torch.zeros(n, dtype=torch.bool, device=x.device)
         hi = torch.zeros(n, dtype=x.dtype, device=x.device)
         lo = torch.zeros_like(hi)
         for k in range(1, self.grid + 1):
             s = torch.full_like(hi, self.max_step * k / self.grid)
-            flips = self._flips(x, d, s, y) & ~found & ~self._zero_gradient
+            flips = self._flips(x, d, s, y) & ~found & ~zero
             hi = torch.where(flips, s, hi)
             lo = torch.where(flips, s - self.max_step / self.grid, lo)
             found |= flips
@@ -415,13 +450,9 @@ class _LineSearch(Attack):
             flips = self._flips(x, d, mid, y)
             hi = torch.where(found & flips, mid, hi)
             lo = torch.where(found & ~flips, mid, lo)
-        self._step = torch.where(found, hi, torch.zeros_like(hi))
-        return (x + self._step.view((-1,) + (1,) * (x.dim() - 1)) * d).clamp(0, 1)
-
-    def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
-        result = super().evaluate(x, y)
-        result.extra["step"] = self._step.cpu()
-        return result
+        step = torch.where(found, hi, torch.zeros_like(hi))
+        x_adv = (x + step.view((-1,) + (1,) * (x.dim() - 1)) * d).clamp(0, 1)
+        return x_adv, {"zero_gradient": zero, "step": step, **info}
 
 
 class FGSLineSearch(_LineSearch):
@@ -432,10 +463,9 @@ class FGSLineSearch(_LineSearch):
     is each image's eps (0 on failure), which equals its L-inf perturbation unless
     clamping to [0, 1] cut it."""
 
-    def _direction(self, x: Tensor, y: Tensor) -> Tensor:
+    def _direction(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Info]:
         g = self._input_gradient(x, y)
-        self._zero_gradient = _all_zero(g)
-        return g.sign()
+        return g.sign(), {"zero_gradient": _all_zero(g)}
 
 
 class HotCold(_LineSearch):
@@ -446,28 +476,36 @@ class HotCold(_LineSearch):
     ``max_step``] for which clamp(x + s d, 0, 1) is no longer classified y: a grid of
     ``grid`` steps, then ``refine`` bisections between the last step that did not flip
     and the first that did. Images that no step flips are failures and are returned
-    unchanged. ``evaluate(...).extra`` has the "step" (0 on failure) and "hot" class."""
+    unchanged. ``evaluate(...).extra`` has the "step" (0 on failure) and "hot" class.
 
-    def __init__(self, model: nn.Module, max_step: float = 1.0, grid: int = 32, refine: int = 10):
-        super().__init__(model, max_step, grid, refine)
-        self._hot: Optional[Tensor] = None
+    ``loss_fn`` (per-sample losses ``loss_fn(output, target)``, as for the other
+    attacks): the direction becomes the gradient of L(f(x), y) - L(f(x), hot), the
+    loss of the original class raised and that of the hot class lowered, normalized
+    the same way; the hot class is still the largest wrong output (the attack's
+    prediction is the argmax). For cross-entropy on logits this is the same
+    objective, CE(z, y) - CE(z, hot) = z_hot - z_y (the log-sum-exp cancels), up to
+    rounding; a model whose outputs are not logits (robustops.nn.HybridLoss for the
+    RBF nets) passes its own loss. None (the default) takes the gradient of
+    z_hot - z_y itself, as without ``loss_fn``."""
 
-    def _direction(self, x: Tensor, y: Tensor) -> Tensor:
+    def __init__(self, model: nn.Module, max_step: float = 1.0, grid: int = 32, refine: int = 10,
+                 loss_fn: Optional[Loss] = None):
+        super().__init__(model, max_step, grid, refine, loss_fn)
+
+    def _direction(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Info]:
         xg = x.detach().requires_grad_(True)
         z = self._forward(xg)
         wrong = z.detach().clone()
         wrong.scatter_(1, y[:, None], -math.inf)
         hot = wrong.argmax(1)
-        (g,) = torch.autograd.grad((z.gather(1, hot[:, None]) - z.gather(1, y[:, None])).sum(), xg)
+        if self.loss_fn is _default_loss:
+            objective = (z.gather(1, hot[:, None]) - z.gather(1, y[:, None])).sum()
+        else:
+            objective = _per_sample_loss(self.loss_fn, z, y) - _per_sample_loss(self.loss_fn, z, hot)
+        (g,) = torch.autograd.grad(objective, xg)
         scale = g.flatten(1).abs().amax(1)
-        self._zero_gradient = scale == 0
-        self._hot = hot
-        return g / scale.clamp_min(torch.finfo(g.dtype).tiny).view((-1,) + (1,) * (x.dim() - 1))
-
-    def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
-        result = super().evaluate(x, y)
-        result.extra["hot"] = self._hot.cpu()
-        return result
+        d = g / scale.clamp_min(torch.finfo(g.dtype).tiny).view((-1,) + (1,) * (x.dim() - 1))
+        return d, {"zero_gradient": scale == 0, "hot": hot}
 
 
 class CommitteeExample(Attack):
@@ -480,11 +518,10 @@ class CommitteeExample(Attack):
         self.eps = _positive("eps", "CommitteeExample", eps)
         self.c = _positive("c", "CommitteeExample", c)
 
-    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+    def _perturb(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Info]:
         g = self._input_gradient(x, y)
-        self._zero_gradient = _all_zero(g)
         x1 = (x + self.eps * g.sign()).clamp(0, 1)
-        return (x1 + self.c * self._input_gradient(x1, y)).clamp(0, 1)
+        return (x1 + self.c * self._input_gradient(x1, y)).clamp(0, 1), {"zero_gradient": _all_zero(g)}
 
 
 class PGD(Attack):
@@ -501,7 +538,7 @@ class PGD(Attack):
             raise ValueError(f"PGD: argument 'steps' must be an int >= 0, got {steps!r}")
         self.steps, self.random_start, self.seed = steps, random_start, seed
 
-    def _perturb(self, x: Tensor, y: Tensor) -> Tensor:
+    def _perturb(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Info]:
         x_adv = x
         if self.random_start:
             gen = torch.Generator(device=x.device)
@@ -517,5 +554,4 @@ class PGD(Attack):
             zero = _all_zero(g) if zero is None else zero
             x_adv = x_adv + self.alpha * g.sign()
             x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
-        self._zero_gradient = zero
-        return x_adv
+        return x_adv, {"zero_gradient": zero}

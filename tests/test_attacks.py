@@ -1,12 +1,15 @@
 """robustops.attacks: FGS against a hand-computed example, the SAF variant, hot/cold
 (finds a flip where one exists, reports failure where none does, and its step is the
-smallest that flips), the committee example's formula, PGD's ball, the success-rate
-conventions, and the invariants of every attack (model modes and parameters kept, the
-caller's input never written, outputs in [0, 1]) and bad input."""
+smallest that flips; its loss_fn), the committee example's formula, PGD's ball, the
+success-rate conventions, the invariants of every attack (model modes and parameters
+kept, the caller's input never written, outputs in [0, 1]) and bad input, and
+reentrancy (what a call found is returned, never kept on the attack: interleaved calls,
+nested or in threads, give each its own results)."""
 
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
@@ -434,3 +437,253 @@ def test_pgd_without_steps_checks_the_labels_in_evaluate():
     atk = attacks.PGD(model, steps=0)
     with pytest.raises(ValueError, match=r"PGD: argument 'y' must hold class labels in \[0, 5\)"):
         atk.evaluate(x, torch.tensor([0, 9, 4]))
+
+
+# ---------------------------------------------------------------------------- reentrancy
+
+
+def _ce(out, target):
+    return F.cross_entropy(out, target, reduction="none")
+
+
+# (factory, labelled): every attack, HotCold with a loss_fn too, FGSMaxL1 without labels too
+VARIANTS = {
+    **{name: (make, True) for name, make in ATTACKS.items()},
+    "HotCold-loss_fn": (lambda m: attacks.HotCold(m, grid=4, refine=2, loss_fn=_ce), True),
+    "FGSMaxL1-unlabelled": (lambda m: attacks.FGSMaxL1(m, beta=0.1, targets=[0, 2, 3]), False),
+}
+
+
+class _Gated(nn.Module):
+    """A small net whose output is all zero (so is its input gradient) for the samples
+    with x[:, 0, 0, 0] < 0.25: zero-gradient masks that differ between batches."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 5)).double()
+
+    def forward(self, x):
+        return self.net(x) * (x[:, 0, 0, 0] >= 0.25).to(x.dtype)[:, None]
+
+
+class _Hooked(nn.Module):
+    """``model``, with ``hook()`` run once before this thread's forward number ``at``
+    (``arm``); ``forwards(fn)`` counts the forwards of ``fn()``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.local = threading.local()
+
+    def arm(self, at, hook=None):
+        self.local.count, self.local.at, self.local.hook = 0, at, hook
+
+    def forwards(self, fn) -> int:
+        self.arm(None)
+        fn()
+        return self.local.count
+
+    def forward(self, x):
+        local = self.local
+        local.count += 1
+        if local.count == local.at:
+            local.hook()
+        return self.model(x)
+
+
+def _batches():
+    """Two batches of different sizes, each with a zero-gradient sample where the other has none."""
+    gen = torch.Generator().manual_seed(1)
+    xa = torch.rand(6, 1, 4, 4, generator=gen, dtype=torch.float64) * 0.7 + 0.3
+    xb = torch.rand(4, 1, 4, 4, generator=gen, dtype=torch.float64) * 0.7 + 0.3
+    xa[1, 0, 0, 0], xb[3, 0, 0, 0] = 0.1, 0.2
+    return (xa, torch.tensor([0, 1, 2, 3, 4, 0])), (xb, torch.tensor([4, 3, 2, 1]))
+
+
+def _setup(name):
+    make, labelled = VARIANTS[name]
+    hooked = _Hooked(_Gated().eval())
+    hooked.arm(None)
+    a, b = _batches()
+    if not labelled:
+        a, b = (a[0], None), (b[0], None)
+    return hooked, make(hooked), a, b
+
+
+def _assert_same(r, expected):
+    for k in ("attack", "x_adv", "correct", "success", "zero_gradient", "linf", "l2"):
+        got, want = getattr(r, k), getattr(expected, k)
+        assert (torch.equal(got, want) if isinstance(want, torch.Tensor) else got == want), k
+    assert list(r.extra) == list(expected.extra)
+    for k, v in expected.extra.items():
+        assert torch.equal(r.extra[k], v), k
+
+
+def test_the_gated_batches_differ_in_their_zero_gradients():
+    hooked, atk, a, b = _setup("FGSM")
+    assert atk.evaluate(*a).zero_gradient.tolist() == [False, True, False, False, False, False]
+    assert atk.evaluate(*b).zero_gradient.tolist() == [False, False, False, True]
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_perturb_returns_what_it_found(name):
+    # _perturb for one batch, then for another, then each one's result: the same as a call of its own
+    hooked, atk, a, b = _setup(name)
+    alone = [atk.evaluate(*a), atk.evaluate(*b)]
+    found = [atk._perturb(x.clone(), y) for x, y in (a, b)]
+    for (x_adv, info), expected in zip(found, alone):
+        assert torch.equal(x_adv, expected.x_adv)
+        assert torch.equal(info["zero_gradient"], expected.zero_gradient)
+        assert list(info) == ["zero_gradient"] + list(expected.extra)
+        for k, v in expected.extra.items():
+            assert torch.equal(info[k], v), k
+    extra = {"FGSMaxL1": ["target"], "FGSLineSearch": ["step"], "HotCold": ["step", "hot"]}
+    assert list(alone[0].extra) == extra.get(name.split("-")[0], [])
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_a_call_nested_in_a_running_call_gives_each_its_own_results(name):
+    # the same attack object called on batch b from inside its call on batch a (from the
+    # model, as a loss_fn or a callback might), at each of the outer call's forwards in turn
+    hooked, atk, a, b = _setup(name)
+    alone = [atk.evaluate(*a), atk.evaluate(*b)]
+    n = hooked.forwards(lambda: atk.evaluate(*a))
+    assert n >= 2
+    for at in range(1, n + 1):
+        inner = []
+        hooked.arm(at, lambda: inner.append((atk.evaluate(*b), atk(*b))))
+        outer = atk.evaluate(*a)
+        assert len(inner) == 1, at
+        _assert_same(outer, alone[0])
+        _assert_same(inner[0][0], alone[1])
+        assert torch.equal(inner[0][1], alone[1].x_adv)
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_a_nested_call_does_not_skip_the_outer_calls_label_check(name):
+    hooked, atk, a, b = _setup(name)
+    bad = a[1].clone()
+    bad[2] = 5
+    hooked.arm(1, lambda: atk.evaluate(*b))  # inside the outer call's first forward
+    with pytest.raises(ValueError, match=rf"{name}: argument 'y' must hold class labels in \[0, 5\)"):
+        atk(a[0], bad)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_threads_sharing_an_attack_get_their_own_results(name):
+    # two threads, one attack object; each waits at its call's last forward for the
+    # other to reach its own, so both have attacked before either scores its batch
+    hooked, atk, a, b = _setup(name)
+    batches = (a, b)
+    alone = [atk.evaluate(*batch) for batch in batches]
+    last = [hooked.forwards(lambda batch=batch: atk.evaluate(*batch)) for batch in batches]
+    barrier = threading.Barrier(2, timeout=60)
+    results, errors = [None, None], []
+
+    def work(i):
+        try:
+            hooked.arm(last[i], barrier.wait)
+            results[i] = atk.evaluate(*batches[i])
+        except BaseException as e:  # noqa: BLE001 (re-raised in the main thread)
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    for r, expected in zip(results, alone):
+        _assert_same(r, expected)
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_labels_none_is_an_error_naming_y(name):
+    # (FGSMaxL1 runs without labels only with targets: test_fgs_max_l1_without_labels)
+    model = _five_classes()
+    x = torch.rand(3, 1, 2, 2)
+    for call in (lambda atk: atk(x, None), lambda atk: atk.evaluate(x, None)):
+        with pytest.raises((TypeError, ValueError), match=rf"{name}: argument 'y' "):
+            call(ATTACKS[name](model))
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_a_call_leaves_nothing_on_the_attack(name):
+    hooked, atk, a, b = _setup(name)
+    before = dict(vars(atk))
+    atk.evaluate(*a)
+    atk(*b)
+    assert list(vars(atk)) == list(before)
+    for k, v in vars(atk).items():
+        assert v is before[k], k
+
+
+# ---------------------------------------------------------------------------- HotCold's loss_fn
+
+
+def _hot_cold_reference_direction(model, x, y):
+    """HotCold's direction by its formula: grad_x (z_hot - z_y), the hot class the
+    largest wrong logit, scaled to unit L-inf norm per sample."""
+    xg = x.clone().requires_grad_()
+    z = model(xg)
+    wrong = z.detach().clone()
+    wrong[torch.arange(len(y)), y] = -math.inf
+    hot = wrong.argmax(1)
+    (g,) = torch.autograd.grad((z[torch.arange(len(y)), hot] - z[torch.arange(len(y)), y]).sum(), xg)
+    scale = g.flatten(1).abs().amax(1)
+    return g / scale.clamp_min(torch.finfo(g.dtype).tiny).view(-1, *([1] * (x.dim() - 1))), hot
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hot_cold_default_is_the_logit_difference_bit_for_bit(dtype):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 6)).to(dtype)
+    x = torch.rand(12, 1, 6, 6, dtype=dtype)
+    y = torch.randint(0, 6, (12,))
+    d_ref, hot_ref = _hot_cold_reference_direction(model, x, y)
+    for atk in (attacks.HotCold(model), attacks.HotCold(model, loss_fn=None)):
+        d, info = atk._direction(x, y)
+        assert torch.equal(d, d_ref) and torch.equal(info["hot"], hot_ref)
+    default = attacks.HotCold(model, grid=8, refine=6).evaluate(x, y)
+    _assert_same(attacks.HotCold(model, grid=8, refine=6, loss_fn=None).evaluate(x, y), default)
+    assert torch.equal(default.extra["hot"], hot_ref)
+    # the line search along the reference direction: the default's steps and images exactly
+    assert_close(default.x_adv, (x + default.extra["step"].view(-1, 1, 1, 1) * d_ref).clamp(0, 1), rtol=0, atol=0)
+
+
+def test_hot_cold_uses_its_loss_fn():
+    model = _linear([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], [0.0, 0.0, 0.05])
+    x = torch.tensor([[0.7, 0.3, 0.5], [0.2, 0.6, 0.4]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    calls = []
+
+    def counting(out, target):
+        calls.append(target.tolist())
+        return _ce(out, target)
+
+    # L(f(x), y) - L(f(x), hot): one loss against the labels, one against the hot classes
+    result = attacks.HotCold(model, grid=16, refine=30, loss_fn=counting).evaluate(x, y)
+    assert calls == [[0, 1], [2, 2]] and result.extra["hot"].tolist() == [2, 2]
+    # cross-entropy: CE(z, y) - CE(z, hot) = z_hot - z_y, the default's objective, up to rounding
+    default = attacks.HotCold(model, grid=16, refine=30).evaluate(x, y)
+    assert result.success.tolist() == default.success.tolist() == [True, True]
+    assert abs(float(result.extra["step"][0]) - 0.175) < 1e-6
+    assert_close(result.extra["step"], default.extra["step"], rtol=0, atol=1e-9)
+    assert_close(result.x_adv, default.x_adv, rtol=0, atol=1e-9)
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 4)).double()
+    xs, ys = torch.rand(9, 5, dtype=torch.float64), torch.randint(0, 4, (9,))
+    assert_close(attacks.HotCold(net, loss_fn=_ce)._direction(xs, ys)[0],
+                 attacks.HotCold(net)._direction(xs, ys)[0], rtol=0, atol=1e-12)
+    # a loss that changes the objective changes the result: the negated loss moves away
+    # from the hot class, where nothing flips
+    away = attacks.HotCold(model, grid=16, refine=30, loss_fn=lambda o, t: -_ce(o, t)).evaluate(x, y)
+    assert away.success.tolist() == [False, False] and away.extra["step"].tolist() == [0.0, 0.0]
+    assert_close(away.x_adv, x, **F64)
+    # a scalar (mean) loss: the same direction (each sample's is scaled to unit L-inf norm)
+    mean = attacks.HotCold(net, loss_fn=lambda o, t: F.cross_entropy(o, t))
+    assert_close(mean._direction(xs, ys)[0], attacks.HotCold(net, loss_fn=_ce)._direction(xs, ys)[0],
+                 rtol=1e-12, atol=1e-12)
