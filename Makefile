@@ -5,6 +5,7 @@
 #                    sources, run the tests (the CUDA kernels among them, on the CPU)
 #   make bench       install, run the quick benchmark suite (BENCH_ARGS=--full for all)
 #   make install     only the set-up
+#   make lint        only ruff check (configured in pyproject.toml; make test runs it)
 #   make check-cuda  only the nvcc compile check (fails on any error)
 #   make cuda-sim    only the CPU execution lane of the CUDA sources (test only)
 #   make gpu-check   on a machine with an NVIDIA GPU: a CUDA build, every test with the
@@ -22,14 +23,14 @@ BENCH_ARGS ?=
 STAMPS := .stamps
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f | sort)
 
-.PHONY: install test bench check-cuda cuda-sim gpu-check clean
+.PHONY: install lint test bench check-cuda cuda-sim gpu-check clean
 
 install: $(STAMPS)/deps $(STAMPS)/build
 
 $(STAMPS)/deps: pyproject.toml
 	@mkdir -p $(STAMPS)
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q ninja numpy tqdm pytest pytest-xdist matplotlib setuptools wheel opencv-python-headless scikit-image
+	$(PIP) install -q ninja numpy tqdm pytest pytest-xdist matplotlib setuptools wheel opencv-python-headless scikit-image ruff
 	@touch $@
 
 $(STAMPS)/build: $(STAMPS)/deps $(SOURCES)
@@ -51,7 +52,11 @@ $(STAMPS)/cuda-sim: $(STAMPS)/deps $(SOURCES) tools/build_cuda_sim.py
 
 cuda-sim: $(STAMPS)/cuda-sim
 
-test: install check-cuda cuda-sim
+# ruff (configured in pyproject.toml): a fast lint that fails the tests
+lint: $(STAMPS)/deps
+	$(PYTHON) -m ruff check robustops tests bench tools setup.py
+
+test: lint install check-cuda cuda-sim
 	ROBUSTOPS_REQUIRE_CUDA_SIM=1 $(PYTHON) -m pytest -n 2 $(PYTEST_ARGS)
 
 gpu-check: $(STAMPS)/deps

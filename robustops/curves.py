@@ -198,7 +198,8 @@ def nonsense_rate(model: nn.Module, shape: Sequence[int], n: int = 1000, thresho
     (mean training), its argmax is ``nonsense_class`` (None: the model has none; an
     index outside the model's outputs is a ValueError naming 'nonsense_class')."""
     if kind not in ("uniform", "gaussian"):
-        raise ValueError(f"robustops.curves.nonsense_rate: argument 'kind' must be 'uniform' or 'gaussian', got {kind!r}")
+        raise ValueError(f"robustops.curves.nonsense_rate: argument 'kind' must be 'uniform' or 'gaussian', "
+                         f"got {kind!r}")
     nonsense_class = _nonsense_class("nonsense_rate", nonsense_class)
     gen = torch.Generator(device=device or "cpu").manual_seed(seed)
     flagged = 0

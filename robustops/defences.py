@@ -225,8 +225,9 @@ def _train_phase(model: nn.Module, loader, optimizer: torch.optim.Optimizer, epo
     return best, scores
 
 
-def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer],
-                    stages: int = 3, epochs: int = 1, attack_factory: Callable[[nn.Module], Attack] = None,
+def train_committee(model: nn.Module, loader: Iterable[Batch],
+                    optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer], stages: int = 3,
+                    epochs: int = 1, attack_factory: Callable[[nn.Module], Attack] = None,
                     natural_epochs: Optional[int] = None, device=None,
                     progress: Optional[bool] = None, protocol: str = "pools", batch_size: Optional[int] = None,
                     shuffle: bool = True, seed: Optional[int] = 0,
@@ -271,12 +272,13 @@ def train_committee(model: nn.Module, loader: Iterable[Batch], optimizer_factory
     phase, members)`` with phase 0 for the natural training and k for stage k, and
     ``members`` the snapshots taken so far (members 0 .. k - 1: in the pools protocol
     the ones whose pools stage k trains on), e.g. the accuracy on a validation split,
-    clean for phase 0 and, for a stage, on the clean validation images joined with
-    their pools made by ``members`` as the training pools are. With it every phase is trained epoch by epoch, the model scored after
-    each epoch (in eval mode), and the phase ends at its best epoch (the first best on
-    ties): the model's weights and the optimizer's state are restored to that epoch
-    before the snapshot is taken (and, in the pools protocol, before the next pool is
-    made from it). Without it (the default) every phase ends at its last epoch.
+    clean for phase 0 and, for a stage, on the clean validation images joined with their
+    pools made by ``members`` as the training pools are. With it every phase is trained
+    epoch by epoch, the model scored after each epoch (in eval mode), and the phase ends
+    at its best epoch (the first best on ties): the model's weights and the optimizer's
+    state are restored to that epoch before the snapshot is taken (and, in the pools
+    protocol, before the next pool is made from it). Without it (the default) every
+    phase ends at its last epoch.
 
     Returns the Committee (average of the probabilities) of the ``stages + 1`` members
     in order [natural network, after stage 1, ..., after stage ``stages``] (deep copies,
@@ -523,7 +525,8 @@ def mean_training_batch(x: Tensor, y: Tensor, mean: Tensor, n_nonsense: int, noi
                          f"extra nonsense output, got {nonsense_label}")
     fake = mean.expand((n_nonsense,) + tuple(mean.shape))
     fake = (fake + noise * torch.randn(fake.shape, generator=generator, dtype=x.dtype, device=x.device)).clamp(0, 1)
-    return torch.cat([x, fake]), torch.cat([y, torch.full((n_nonsense,), nonsense_label, dtype=y.dtype, device=y.device)])
+    labels = torch.full((n_nonsense,), nonsense_label, dtype=y.dtype, device=y.device)
+    return torch.cat([x, fake]), torch.cat([y, labels])
 
 
 def random_training_batch(x: Tensor, y: Tensor, delta: float = 0.1, fraction: float = 0.5,

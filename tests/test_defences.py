@@ -398,7 +398,8 @@ def _old_train_committee(model, loader, optimizer_factory, stages, epochs, attac
 
 def test_train_committee_online_protocol_is_the_old_behaviour():
     x, y, loader = _committee_setup()
-    factory = lambda m: attacks.CommitteeExample(m, 0.1, 1.0)
+    def factory(m):
+        return attacks.CommitteeExample(m, 0.1, 1.0)
     expected = _old_train_committee(_net(8), loader, _adam, 2, 2, factory, 3)
     record = _RecordingFactory()
     model = _net(8)
@@ -444,9 +445,9 @@ def test_train_committee_bad_arguments(kwargs, error, match):
 
 def test_train_committee_select_ends_each_phase_at_its_best_epoch(monkeypatch):
     """select(net, phase, members) scores every epoch of every phase (0: natural, k:
-    stage k; members: the snapshots so far) in eval mode; each phase ends at its best epoch (the first best on ties): the member
-    and the next pool are the weights after that epoch, and the optimizer goes on from
-    its state then."""
+    stage k; members: the snapshots so far) in eval mode; each phase ends at its best
+    epoch (the first best on ties): the member and the next pool are the weights after
+    that epoch, and the optimizer goes on from its state then."""
     x, y, loader = _committee_setup()
     calls = _recording_fit(monkeypatch)
     optimizers = []

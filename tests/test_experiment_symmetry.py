@@ -144,7 +144,8 @@ def _unit(test, rotated, noisy, params):
                         "validation": [0.5, 0.6], "test": [0.5, test], "rotated": [0.2, rotated],
                         "noisy": [0.4, noisy]},
             "picked_epoch": 2, "test": test, "rotated": rotated, "rotated_p4": test, "angles": [0, 90, 180, 270],
-            "by_angle": [test] * 4, "noisy": [test, test, noisy, noisy], "sizes": {str(s): None for s in symmetry.SIZES},
+            "by_angle": [test] * 4, "noisy": [test, test, noisy, noisy],
+            "sizes": {str(s): None for s in symmetry.SIZES},
             "zoom": [test, test], "fgsm": [0.5, 0.3, 0.1], "pgd": [0.4, 0.2],
             "linf_over_eps": {"fgsm": 1.0, "pgd": 1.0}, "confusion": {"test": conf, "rotated": conf},
             "epochs": 2, "training_images": 90, "validation_images": 10, "test_images": 50, "seconds": 1.0}

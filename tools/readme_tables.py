@@ -52,7 +52,8 @@ def experiment(name: str) -> str:
     body = "\n".join(lines[start:end]).strip()
     settings = record["settings"]
     return (f"{body}\n\nFrom `experiments/results/{name}.md`: `--{settings['scale']}`, "
-            f"{len(settings['seed_list'])} seeds, {settings['threads']} thread{'s' if settings['threads'] > 1 else ''} per seed, "
+            f"{len(settings['seed_list'])} seeds, {settings['threads']} "
+            f"thread{'s' if settings['threads'] > 1 else ''} per seed, "
             f"{record['seconds']:.0f} s on this 2-core CPU.\n")
 
 

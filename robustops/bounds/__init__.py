@@ -12,6 +12,7 @@ from robustops.bounds.training import (CertifiedLoss, certified_loss, clean_erro
                                        robust_cross_entropy, smoothed_schedule, subperturbation_weights,
                                        verified, verified_error)
 
-__all__ = ["crown_ibp_margins", "crown_ibp_loss", "relaxation", "BoundedModule", "input_interval", "interval_through", "specification", "CertifiedLoss",
-           "certified_loss", "clean_error", "verified", "verified_error", "robust_cross_entropy",
-           "subperturbation_weights", "linear_schedule", "smoothed_schedule"]
+__all__ = ["crown_ibp_margins", "crown_ibp_loss", "relaxation", "BoundedModule", "input_interval",
+           "interval_through", "specification", "CertifiedLoss", "certified_loss", "clean_error", "verified",
+           "verified_error", "robust_cross_entropy", "subperturbation_weights", "linear_schedule",
+           "smoothed_schedule"]

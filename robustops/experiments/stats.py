@@ -81,9 +81,9 @@ def paired(name: str, paper: str, baseline: Sequence[Optional[float]], method: S
     method than for the baseline": the per-seed differences method - baseline (times
     ``scale``), their mean and 95% t interval; it holds when the interval excludes
     ``against`` (0 by default) on the paper's side. A non-zero ``against`` states a
-    margin: direction "greater" with against = -0.01 reads "not more than 0.01 lower". A seed where either value is missing (None or NaN: for
-    example no successful attack to average over) makes the part fail: the evidence
-    says so."""
+    margin: direction "greater" with against = -0.01 reads "not more than 0.01 lower". A
+    seed where either value is missing (None or NaN: for example no successful attack to
+    average over) makes the part fail: the evidence says so."""
     if direction not in ("less", "greater"):
         raise ValueError(f"paired: 'direction' must be 'less' or 'greater', got {direction!r}")
     if len(baseline) != len(method) or not baseline:

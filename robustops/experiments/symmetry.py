@@ -441,7 +441,8 @@ def summarize(settings: Settings, runs: List[dict]) -> ExperimentResult:
 
     # (e) confusions on the rotated test set
     rows = ["Errors on the randomly rotated test set (mean over the seeds; true -> predicted):", "",
-            "| model | errors | most frequent confusions | share of the errors that are 6 <-> 9 |", "|---|---:|---|---:|"]
+            "| model | errors | most frequent confusions | share of the errors that are 6 <-> 9 |",
+            "|---|---:|---|---:|"]
     for name in names:
         errors, top, share = _top_confusions([r[name]["confusion"]["rotated"] for r in runs])
         rows.append(f"| {name} | {errors:.1f} | " + ", ".join(f"{i} -> {j}: {c:.1f}" for i, j, c in top)

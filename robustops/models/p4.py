@@ -16,14 +16,14 @@ Welling 2016):
                                              parameter count nearest target (within a tolerance)
 
 The first two take CIFAR-100-sized (3x32x32, 100 classes) or 28x28 grayscale (1x28x28,
-10 classes) inputs. Their trunks' convolutions 2-4 have the same number of weights (a
-p4 channel carries 4 planes: ``width`` p4 channels against 2 x width plain ones, so a
+10 classes) inputs. Their trunks' convolutions 2-4 have the same number of weights (a p4
+channel carries 4 planes: ``width`` p4 channels against 2 x width plain ones, so a
 P4ConvP4 of width w holds as many weights as a Conv2d of width 2w; the lifting layer
-holds half the first plain convolution's); their heads differ
-(flatten + linear against the invariant SPP head, which is much smaller: 1.14M against
-0.14M parameters in all at the defaults for CIFAR-100). The symmetric model's logits are invariant to rotations of the input by
-multiples of 90 degrees (square inputs whose side is divisible by 4; the tests check
-it), and its SPP head takes inputs of any size >= 16.
+holds half the first plain convolution's); their heads differ (flatten + linear against
+the invariant SPP head, which is much smaller: 1.14M against 0.14M parameters in all at
+the defaults for CIFAR-100). The symmetric model's logits are invariant to rotations of
+the input by multiples of 90 degrees (square inputs whose side is divisible by 4; the
+tests check it), and its SPP head takes inputs of any size >= 16.
 """
 
 from __future__ import annotations

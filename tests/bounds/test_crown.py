@@ -58,14 +58,16 @@ def _dense_crown(net, layers, x, y, eps):
                 biases.append(None)
             else:
                 fn = robustops.bounds.crown._affine_fn(layer)
-                jac = torch.func.jacrev(lambda t: fn(t.reshape(c.shape)).flatten())(torch.zeros(c.numel(), dtype=c.dtype))
+                flat = torch.zeros(c.numel(), dtype=c.dtype)
+                jac = torch.func.jacrev(lambda t: fn(t.reshape(c.shape)).flatten())(flat)
                 mats.append(jac)
                 biases.append(fn(torch.zeros_like(c)).flatten())
                 relax.append(None)
             c, r = robustops.bounds.interval_through(layer, c, r)
         last = layers[-1]
         k = last.out_features
-        spec = torch.stack([torch.eye(k, dtype=x.dtype)[y[i]] - torch.eye(k, dtype=x.dtype)[j] for j in range(k) if j != y[i]])
+        eye = torch.eye(k, dtype=x.dtype)
+        spec = torch.stack([eye[y[i]] - eye[j] for j in range(k) if j != y[i]])
         a = spec @ last.weight
         d = spec @ last.bias
         for m, b, rl in zip(reversed(mats), reversed(biases), reversed(relax)):

@@ -199,7 +199,8 @@ def test_inputs_outside_the_domain_are_refused():
                lambda a: certified_loss(bounded, a, y, 0.01),
                lambda a: bounded.ibp_margins(a, y, 0.01),
                lambda a: input_interval(a, 0.01)):
-        with pytest.raises(ValueError, match=r"'x' must lie in the input domain \[0.0, 1.0\].*x lies in \[0.0569, 254.9\]"):
+        with pytest.raises(ValueError,
+                           match=r"'x' must lie in the input domain \[0.0, 1.0\].*x lies in \[0.0569, 254.9\]"):
             fn(x * 255)
     # normalized inputs with the default domain: refused too
     mean, std = torch.tensor([0.4, 0.5], dtype=torch.float64), torch.tensor([0.2, 0.3], dtype=torch.float64)

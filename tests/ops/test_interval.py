@@ -61,7 +61,8 @@ def test_against_reference(name, dtype, device):
         ("strided", c64[:, ::2], r64[:, ::2]),
         ("empty", c64[:0], r64[:0]),
         ("0-d", c64[0, 0, 0, 0], r64[0, 0, 0, 0]),
-        ("large", torch.randn(70001, generator=g, dtype=torch.float64), torch.rand(70001, generator=g, dtype=torch.float64)),
+        ("large", torch.randn(70001, generator=g, dtype=torch.float64),
+         torch.rand(70001, generator=g, dtype=torch.float64)),
     ]
     op = getattr(robustops.ops, name)
     for label, c, r in layouts:
@@ -74,7 +75,8 @@ def test_against_reference(name, dtype, device):
         tol = dict(tolerances(dtype))
         if c.numel():
             scale = (c.abs().max() + r.max()).item()
-            tol["atol"] = max(tol["atol"], 4 * torch.finfo(torch.float32 if dtype != torch.float64 else dtype).eps * scale)
+            eps = torch.finfo(torch.float32 if dtype != torch.float64 else dtype).eps
+            tol["atol"] = max(tol["atol"], 4 * eps * scale)
         assert_close(oc, ec.to(dtype), **tol, msg=lambda m: f"{label}: {m}")
         assert_close(orr, er.to(dtype), **tol, msg=lambda m: f"{label}: {m}")
         # gradients, against the reference's autograd
@@ -126,7 +128,8 @@ def _layer_cases(device, dtype):
     g = torch.Generator().manual_seed(2)
     kw = dict(dtype=torch.float64)
     lin = [
-        (torch.randn(8, 20, generator=g, **kw), torch.randn(7, 20, generator=g, **kw), torch.randn(7, generator=g, **kw), {}),
+        (torch.randn(8, 20, generator=g, **kw), torch.randn(7, 20, generator=g, **kw),
+         torch.randn(7, generator=g, **kw), {}),
         (torch.randn(3, 4, 20, generator=g, **kw), torch.randn(7, 20, generator=g, **kw), None, {}),
     ]
     conv = [
@@ -181,7 +184,8 @@ def test_interval_layers_gradcheck_and_opcheck(device):
 
 def test_interval_layers_bad_input():
     c, r = torch.randn(2, 5), torch.rand(2, 5)
-    with pytest.raises(RuntimeError, match=r"robustops::interval_linear: argument 'weight' must be \[out_features, 5\]"):
+    with pytest.raises(RuntimeError,
+                       match=r"robustops::interval_linear: argument 'weight' must be \[out_features, 5\]"):
         robustops.ops.interval_linear(c, r, torch.randn(3, 4))
     with pytest.raises(ValueError, match="same shape"):
         robustops.ops.interval_linear(c, r[:, :4], torch.randn(3, 5))
