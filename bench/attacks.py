@@ -26,7 +26,9 @@ from torch import Tensor, nn
 from robustops import attacks
 from robustops.models.saf import cifar_saf
 
-from bench.common import Case, Config, CorrectnessError, StepCase, Target, step_ratio_of
+from bench.cases import Case, Config, StepCase
+from bench.checks import CorrectnessError
+from bench.targets import Target, step_ratio_of
 
 FAMILY = "attacks"
 OPS = ("fgsm_attack", "pgd_attack")

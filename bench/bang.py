@@ -76,10 +76,9 @@ from robustops.bang import BANG, misclassified
 from robustops.models.bang import cifar10_quick, lenet_caffe
 from robustops.reference import bang as reference
 
-from bench.common import (
-    COMPILED, EAGER, FORWARD, ROBUSTOPS, Case, Config, CorrectnessError, StepCase, Target,
-    dtype_name, no_tf32, speedup_of, step_ratio_of,
-)
+from bench.cases import COMPILED, EAGER, FORWARD, ROBUSTOPS, Case, Config, StepCase, dtype_name
+from bench.checks import CorrectnessError, no_tf32
+from bench.targets import Target, speedup_of, step_ratio_of
 
 FAMILY = "bang"
 OPS = ("bang_scale", "bang_step")

@@ -153,10 +153,11 @@ from robustops.bounds import (BoundedModule, certified_loss, crown_ibp_loss, cro
 from robustops.reference import bounds as reference_bounds
 from robustops.reference import interval as reference
 
-from bench.common import (
-    COMPILED, EAGER, FORWARD, ROBUSTOPS, Case, Config, CorrectnessError,
-    StepCase, Target, dtype_name, no_tf32, randn, speedup_of, step_ratio_of, time_ratio_to,
+from bench.cases import (
+    COMPILED, EAGER, FORWARD, ROBUSTOPS, Case, Config, StepCase, dtype_name, randn,
 )
+from bench.checks import CorrectnessError, no_tf32
+from bench.targets import Target, speedup_of, step_ratio_of, time_ratio_to
 
 FAMILY = "interval"
 LAYER_OPS = ("interval_linear", "interval_conv2d")

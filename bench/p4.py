@@ -109,10 +109,11 @@ import robustops
 from robustops.nn import P4ConvP4, P4ConvZ2
 from robustops.reference import p4 as reference
 
-from bench.common import (
-    COMPILED, EAGER, FORWARD, FORWARD_BACKWARD, ROBUSTOPS, Case, Config, CorrectnessError,
-    Target, dtype_name, no_tf32, speedup_of, time_ratio_to,
+from bench.cases import (
+    COMPILED, EAGER, FORWARD, FORWARD_BACKWARD, ROBUSTOPS, Case, Config, dtype_name,
 )
+from bench.checks import CorrectnessError, no_tf32
+from bench.targets import Target, speedup_of, time_ratio_to
 
 FAMILY = "p4"
 LAYER_OPS = ("p4_conv_z2", "p4_conv_p4")

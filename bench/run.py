@@ -13,17 +13,17 @@ and measures, once per dtype and size, the copy_ and clone bandwidth limits the
 forward times are compared with. A forward-only case (an op that is not
 differentiable) skips the backward in 1 and 3, and 4.
 
-For every training step a family yields (``steps(config)``: common.StepCase), the
+For every training step a family yields (``steps(config)``: cases.StepCase), the
 runner runs its check (the variants agree), warms every variant up, and times the
-variants in alternating slices of about 50 ms (common.time_interleaved), so that
+variants in alternating slices of about 50 ms (timing.time_interleaved), so that
 the ratios to the baseline variant are not biased by the drifting load of a
 shared machine.
 
 On cpu it then re-runs itself in a subprocess with THP_MEM_ALLOC_ENABLE=1 (read by
 PyTorch at process start: large allocations use transparent huge pages) for the
-float32 forward cases at N = 2^24 (skipped when no case has that size), and it
-evaluates the families' targets. Results: bench/results/<device>.json (raw numbers
-and metadata), .md (tables, also printed) and .png (bandwidth plot).
+float32 forward cases at N = 2^24 (skipped when no case has that size; bench/thp.py),
+and it evaluates the families' targets. Results: bench/results/<device>.json (raw
+numbers and metadata), .md (tables, also printed) and .png (bandwidth plot).
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ import argparse
 import gc
 import importlib
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,22 +40,22 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from bench.common import (
-    FORWARD, FORWARD_BACKWARD, FULL_DTYPES, FULL_LOG2_SIZES, FULL_MIN_RUN_TIME,
-    LIMITS, QUICK_DTYPES, QUICK_LOG2_SIZES, QUICK_MIN_RUN_TIME, RESULTS_DIR, ROBUSTOPS,
-    INTERLEAVE_SLICE_S, ROOT, Case, Config, CorrectnessError, CpuLoad, StepCase, Timing,
-    check_correctness, collect_metadata, dtype_name, eprint, gbps, interleaved_ratio,
-    limit_bytes, markdown_report, measure_limits, measure_saved, parse_dtype, plot_report,
-    size_label, time_interleaved, time_stmt,
+from bench.cases import (
+    FORWARD, FORWARD_BACKWARD, FULL_DTYPES, FULL_LOG2_SIZES, FULL_MIN_RUN_TIME, QUICK_DTYPES,
+    QUICK_LOG2_SIZES, QUICK_MIN_RUN_TIME, RESULTS_DIR, ROBUSTOPS, Case, Config, StepCase,
+    dtype_name, parse_dtype, size_label,
+)
+from bench.checks import CorrectnessError, check_correctness, measure_saved
+from bench.metadata import CpuLoad, collect_metadata
+from bench.report import eprint, markdown_report, plot_report
+from bench.thp import THP_ENV, run_thp_child, run_thp_comparison
+from bench.timing import (
+    INTERLEAVE_SLICE_S, Limits, Timing, interleaved_ratio, time_interleaved, time_stmt,
+    timing_record,
 )
 
 # The op families, one module bench/<name>.py each (see bench/__init__.py).
 FAMILIES: tuple[str, ...] = ("saf", "bang", "interval", "p4", "spp", "attacks")
-
-# The THP comparison: float32 forward cases at this size (the largest size run
-# when it is not among them).
-THP_LOG2_SIZE = 24
-THP_ENV = "THP_MEM_ALLOC_ENABLE"
 
 # Training steps: every variant runs STEP_TIME * min_run_time seconds of
 # interleaved slices: the ratios to the baseline step are small differences of
@@ -191,38 +189,6 @@ def progress(cases: Sequence) -> Iterator:
 # --------------------------------------------------------------------------- measurement
 
 
-class Limits:
-    """The copy_/clone limits, measured once per (dtype, numel) and recorded."""
-
-    def __init__(self, device: torch.device, min_run_time: float, records: list[dict]):
-        self.device, self.min_run_time, self.records = device, min_run_time, records
-        self._cache: dict[tuple[torch.dtype, int], dict] = {}
-
-    def get(self, dtype: torch.dtype, numel: int, min_run_time: Optional[float] = None) -> dict:
-        """The limits of a copy of ``numel`` elements, measured on first use (with
-        ``min_run_time`` seconds, default the runner's, per measurement)."""
-        key = (dtype, numel)
-        if key not in self._cache:
-            nbytes = limit_bytes(dtype, numel)
-            run_time = self.min_run_time if min_run_time is None else min_run_time
-            timings = measure_limits(dtype, numel, self.device, run_time)
-            rec = {"dtype": dtype_name(dtype), "numel": numel, "bytes": nbytes,
-                   "min_run_time_s": run_time}
-            for name, t in timings.items():
-                rec[name] = {**t.to_json(), "bandwidth_GBps": gbps(nbytes, t.median_s)}
-            self.records.append(rec)
-            self._cache[key] = rec
-        return self._cache[key]
-
-
-def _timing_record(t: Timing, nbytes: int, limits: dict) -> dict:
-    bw = gbps(nbytes, t.median_s)
-    rec = {**t.to_json(), "bytes": nbytes, "bandwidth_GBps": bw}
-    for lim in LIMITS:
-        rec[f"fraction_of_{lim}"] = bw / limits[lim]["bandwidth_GBps"]
-    return rec
-
-
 def _warm_up(case: Case, fwd_ns: dict, bwd_ns: dict, iters: int = 2) -> None:
     for fn in case.impls.values():
         for _ in range(iters):
@@ -275,20 +241,20 @@ def run_case(case: Case, config: Config, limits: Limits) -> dict:
             for name, rec in timed[p].items():
                 t = Timing(**{k: rec[k] for k in ("median_s", "iqr_s", "mean_s", "runs",
                                                   "number_per_run")})
-                passes[p][name] = {**_timing_record(t, nbytes[p], lim),
+                passes[p][name] = {**timing_record(t, nbytes[p], lim),
                                    "slices_s": rec["slices_s"], "autorange": rec["autorange"]}
     else:
         for name, fn in case.impls.items():
             with torch.no_grad():
                 t = time_stmt(case.forward_expr, {**fwd_ns, "f": fn}, min_run_time,
                               label=f"{label} {FORWARD}", sub_label=case.size, description=name)
-            passes[FORWARD][name] = _timing_record(t, nbytes[FORWARD], lim)
+            passes[FORWARD][name] = timing_record(t, nbytes[FORWARD], lim)
             if case.forward_only:
                 continue
             t = time_stmt(case.backward_stmt, {**bwd_ns, "f": fn}, min_run_time,
                           label=f"{label} {FORWARD_BACKWARD}", sub_label=case.size,
                           description=name)
-            passes[FORWARD_BACKWARD][name] = _timing_record(t, nbytes[FORWARD_BACKWARD], lim)
+            passes[FORWARD_BACKWARD][name] = timing_record(t, nbytes[FORWARD_BACKWARD], lim)
         if ROBUSTOPS in case.impls:
             for p in case.passes:
                 mine = passes[p][ROBUSTOPS]["median_s"]
@@ -438,88 +404,6 @@ def run_steps(steps: Sequence[StepCase], config: Config, results: dict) -> None:
             eprint(_step_summary(rec))
         finally:
             _cleanup(config.device)
-
-
-# --------------------------------------------------------------------------- THP
-
-
-def run_thp_child(cases: Sequence[Case], config: Config, out: Path) -> int:
-    """In the THP subprocess: the forward of every non-compiled implementation and
-    the two limits; written to ``out`` as JSON."""
-    records: list[dict] = []
-    limits = Limits(config.device, config.min_run_time, records)
-    forward: dict[str, dict] = {}
-    for case in cases:
-        if case.numel not in config.sizes:  # sizes of its own (layer shapes): not compared
-            continue
-        fwd_ns, _ = case.namespaces(case.make_inputs())
-        lim = limits.get(case.dtype, case.limit_numel)
-        for name, fn in case.impls.items():
-            if name in case.compiled:
-                continue
-            with torch.no_grad():
-                t = time_stmt(case.forward_expr, {**fwd_ns, "f": fn}, config.min_run_time)
-            forward[f"{case.op} {name}"] = _timing_record(t, case.bytes_forward, lim)
-        del fwd_ns
-        gc.collect()
-    out.write_text(json.dumps({"limits": records, "forward": forward,
-                               THP_ENV: os.environ.get(THP_ENV)}))
-    return 0
-
-
-def run_thp_comparison(results: dict, config: Config, out_dir: Path) -> Optional[dict]:
-    """Re-run the float32 forward cases at N = 2^24 in a subprocess with
-    THP_MEM_ALLOC_ENABLE=1; the rows of the side-by-side table. None when no case
-    of that size was run (e.g. only ops with sizes of their own, like layer shapes)."""
-    numel = 2**THP_LOG2_SIZE if 2**THP_LOG2_SIZE in config.sizes else max(config.sizes)
-    if not any(c["numel"] == numel for c in results["cases"]):
-        return None
-    default_env = os.environ.get(THP_ENV)
-    thp: dict = {"dtype": "float32", "numel": numel, "default_env": default_env, "rows": {},
-                 "error": None}
-    if default_env not in (None, "", "0"):
-        thp["error"] = f"this process already runs with {THP_ENV}={default_env}"
-        return thp
-    if torch.float32 not in config.dtypes:
-        thp["error"] = "float32 is not among the dtypes run"
-        return thp
-    ok = [c for c in results["cases"] if c.get("status") == "ok" and c["dtype"] == "float32"
-          and c["numel"] == numel]
-    if not ok:
-        thp["error"] = "no float32 case succeeded at this size"
-        return thp
-    ops = [c["op"] for c in ok]
-    tmp = out_dir / f"{config.device.type}.thp.json.tmp"
-    cmd = [sys.executable, "-m", "bench.run", "--thp-child", str(tmp), "--device", "cpu",
-           "--ops", ",".join(ops), "--sizes", str(numel.bit_length() - 1), "--dtypes", "float32",
-           "--min-run-time", str(config.min_run_time)]
-    eprint(f"{THP_ENV}=1 re-run: {' '.join(cmd[1:])}")
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, THP_ENV: "1"},
-                              capture_output=True, text=True)
-        if proc.stderr:
-            eprint(proc.stderr.rstrip())
-        if proc.returncode != 0:
-            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-            thp["error"] = f"the subprocess exited with status {proc.returncode}: {tail}"
-            return thp
-        child = json.loads(tmp.read_text())
-    finally:
-        tmp.unlink(missing_ok=True)
-    if child.get(THP_ENV) != "1":
-        thp["error"] = f"the subprocess did not see {THP_ENV}=1"
-        return thp
-    for rec in ok:
-        for name, t in rec["passes"][FORWARD].items():
-            key = f"{rec['op']} {name}"
-            if key in child["forward"]:
-                thp["rows"][key] = {"default": t, "thp": child["forward"][key]}
-    parent_lim = next(l for l in results["limits"] if l["dtype"] == "float32"
-                      and l["numel"] == numel)
-    child_lim = child["limits"][0]
-    for lim in LIMITS:
-        thp["rows"][lim] = {"default": parent_lim[lim], "thp": child_lim[lim]}
-    return thp
 
 
 # --------------------------------------------------------------------------- main

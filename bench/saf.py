@@ -21,10 +21,11 @@ import torch
 import robustops
 from robustops.reference import saf as reference
 
-from bench.common import (
-    CLONE, COMPILED, COMPILED_COMPOSITE, EAGER, FORWARD, FORWARD_BACKWARD, ROBUSTOPS,
-    Case, Config, Target, fraction_of, randn, saved_ratio_of, speedup_of,
+from bench.cases import (
+    CLONE, COMPILED, COMPILED_COMPOSITE, EAGER, FORWARD, FORWARD_BACKWARD, ROBUSTOPS, Case, Config,
+    randn,
 )
+from bench.targets import Target, fraction_of, saved_ratio_of, speedup_of
 
 FAMILY = "saf"
 OPS = ("mrelu", "rbf")

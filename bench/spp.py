@@ -53,10 +53,9 @@ from torch import Tensor
 import robustops
 from robustops.reference import spp as reference
 
-from bench.common import (
-    COMPILED, EAGER, FORWARD, ROBUSTOPS, Case, Config, CorrectnessError, Target, dtype_name,
-    speedup_of,
-)
+from bench.cases import COMPILED, EAGER, FORWARD, ROBUSTOPS, Case, Config, dtype_name
+from bench.checks import CorrectnessError
+from bench.targets import Target, speedup_of
 
 FAMILY = "spp"
 OPS = ("spp_max", "spp_mean")

@@ -4,8 +4,15 @@ pure-PyTorch reference and the training steps against plain ones, with the suite
 speed targets.
 
 The suite lives in the source tree (``bench/``, next to the ``robustops`` package),
-not in the installed package: this experiment runs it from a source checkout (the
-working directory or the checkout robustops was installed from in editable mode).
+not in the installed package: it ships with the source checkout only. This
+experiment runs it as ``make bench`` does, ``python -m bench.run`` in a subprocess
+(this interpreter) whose working directory is the checkout: the working directory,
+or the checkout robustops was installed from in editable mode. The suite's output
+goes to this process's stdout and stderr as it runs; torch's intra-op threads are
+the experiments' --threads (OMP_NUM_THREADS), as they were when it ran in process.
+Outside a checkout the experiment says so and runs nothing (``robustops bench`` is
+an error there, ``robustops all`` skips it).
+
 Its own report goes to OUT/bench/<device>.{md,json,png}; NAME.md here is the
 targets table, NAME.json the targets and the run's metadata, NAME.png the suite's
 plot. ``--tiny`` times one op (spp_max) briefly (the tests), ``--quick`` is the
@@ -18,9 +25,10 @@ reference. Judged: every target that was measured is hit.
 
 from __future__ import annotations
 
-import importlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -28,6 +36,10 @@ from typing import List, Optional
 from robustops.experiments.common import ExperimentResult, Settings
 
 CLAIM = "every op meets the speed target its issue set against the pure-PyTorch reference"
+
+NO_CHECKOUT = ("robustops.experiments.bench: the benchmark suite (bench/) ships with the source tree only (a "
+               "checkout of robustops), not with the installed package; run this in a checkout (or `make bench` "
+               "there)")
 
 # scale -> the suite's command-line options
 SCALE = {"tiny": ["--ops", "spp_max", "--dtypes", "float32", "--min-run-time", "0.01", "--no-thp"],
@@ -45,15 +57,21 @@ def _source_root() -> Optional[Path]:
     return None
 
 
-def _suite():
-    root = _source_root()
-    if root is None:
-        raise RuntimeError("robustops.experiments.bench: the benchmark suite (bench/) ships with the source "
-                           "tree, not the installed package; run this from a checkout of robustops "
-                           "(or `make bench` there)")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return importlib.import_module("bench.run")
+def _suite_command(settings: Settings, out: Path) -> List[str]:
+    """``python -m bench.run`` with the options of the scale, the output directory
+    (absolute: the suite runs in the checkout) and the device."""
+    return [sys.executable, "-m", "bench.run", *SCALE[settings.scale], "--out", str(out.resolve()),
+            "--device", settings.device]
+
+
+def _run_suite(root: Path, command: List[str], threads: int) -> int:
+    """Run the suite in ``root``, its output on this process's stdout and stderr, on
+    ``threads`` intra-op threads; its exit status (not 0: a check failed, or the suite
+    could not run)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    return subprocess.run(command, cwd=root, env=env).returncode
 
 
 def _targets_table(targets: List[dict]) -> str:
@@ -69,14 +87,24 @@ def _targets_table(targets: List[dict]) -> str:
 
 
 def run(settings: Settings) -> ExperimentResult:
-    suite = _suite()
+    root = _source_root()
+    if root is None:
+        raise RuntimeError(NO_CHECKOUT)
     out = Path(settings.out) / "bench"
-    argv = SCALE[settings.scale] + ["--out", str(out), "--device", settings.device]
-    code = suite.main(argv)
-    record = json.loads((out / f"{settings.device}.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    report = out / f"{settings.device}.json"
+    report.unlink(missing_ok=True)  # a failed run must not leave an earlier run's record to read
+    command = _suite_command(settings, out)
+    code = _run_suite(root, command, settings.threads)
+    record = json.loads(report.read_text()) if report.is_file() else None
     if code != 0:
-        raise RuntimeError(f"robustops.experiments.bench: the suite failed its correctness checks: "
-                           f"{record.get('errors')}")
+        if record is not None and record.get("errors"):
+            raise RuntimeError(f"robustops.experiments.bench: the suite failed its correctness checks: "
+                               f"{record['errors']}")
+        raise RuntimeError(f"robustops.experiments.bench: `python {' '.join(command[1:])}` in {root} exited with "
+                           f"status {code} (its output above says why)")
+    if record is None:
+        raise RuntimeError(f"robustops.experiments.bench: the suite wrote no {report}")
     targets = record["targets"]
     measured = [t for t in targets if t["hit"] is not None]
     hits = sum(bool(t["hit"]) for t in measured)
