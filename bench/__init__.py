@@ -18,19 +18,22 @@ as times and ratios to a baseline (the plain step or forward). Results go to
 bench/results/<device>.{json,md,png}.
 
 Layout:
-    run.py     the runner: command line, the FAMILIES registry, the measurement loop,
-               the THP_MEM_ALLOC_ENABLE=1 re-run, the reports
-    common.py  what every family shares: Case, StepCase and Target, timing (also
-               interleaved), correctness and saved-memory checks, bandwidth limits,
-               metadata, markdown and plot
+    run.py       the runner: command line, the FAMILIES registry, the measurement loop
+    cases.py     Config, Case and StepCase, the suite's settings and names
+    timing.py    timing (also interleaved), bandwidth limits
+    checks.py    correctness and saved-memory checks
+    targets.py   Target and its value functions
+    metadata.py  the machine, torch, compiler flags and CPU load of a run
+    report.py    the markdown report and the plot
+    thp.py       the THP_MEM_ALLOC_ENABLE=1 re-run of the largest forwards
     <family>.py  one file per op family (saf, bang, interval, p4, spp, attacks): ``OPS``,
                ``cases(config)``, ``TARGETS`` and optionally ``steps(config)``
 
 Adding a family: write bench/<family>.py with ``OPS`` (the op names),
-``cases(config)`` (yields common.Case objects for the ops, dtypes and sizes of the
+``cases(config)`` (yields cases.Case objects for the ops, dtypes and sizes of the
 config; ``forward_only=True`` for an op without a backward), optionally
-``steps(config)`` (common.StepCase objects: training steps, or other model-level
+``steps(config)`` (cases.StepCase objects: training steps, or other model-level
 passes, in variants) and
-``TARGETS`` (a list of common.Target, possibly empty), then add its name to
+``TARGETS`` (a list of targets.Target, possibly empty), then add its name to
 ``FAMILIES`` in run.py.
 """

@@ -48,7 +48,7 @@ bang_step
     the plain step's (BANG is active). The check's SGD step has lr 0.01; the timed
     steps have lr 0, the same work on weights that stay put (see TIMED_LR). The
     variants are then timed in alternating slices of about 50 ms
-    (bench.common.time_interleaved), so that the machine's drifting load weighs on
+    (bench.timing.time_interleaved), so that the machine's drifting load weighs on
     all of them alike; a ratio to the plain step is the median of the per-cycle
     ratios of adjacent slices. float32 only (skipped when the run's dtypes leave
     float32 out).

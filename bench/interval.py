@@ -30,7 +30,7 @@ interval_linear, interval_conv2d
     about 2x the plain layer is the limit, the target is <= 2.2x in the forward.
     forward+backward: the gradients of c, r, W and b from output gradients
     (standard normal); the plain layer's of c, W and b. The implementations are
-    timed in alternation (common.time_interleaved, slices of about 50 ms), so that
+    timed in alternation (timing.time_interleaved, slices of about 50 ms), so that
     the ratio to the plain layer is not biased by the drifting load of a shared
     machine. The ops are compute-bound: their "bandwidth" (the least bytes: read
     c, r, W, b, write the two outputs; the backward also reads the output
@@ -56,7 +56,7 @@ interval_relu, interval_mrelu, interval_rbf
     float16 and bfloat16 (cuda).
 
 Model-level records, float32, timed as StepCases (variants in alternating slices
-of about 50 ms, common.time_interleaved; the ratio to the baseline is the median of
+of about 50 ms, timing.time_interleaved; the ratio to the baseline is the median of
 the per-cycle ratios):
 
 ibp_forward

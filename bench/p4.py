@@ -38,7 +38,7 @@ p4_conv_z2, p4_conv_p4
     the output gradient. The modules are called with the timed weight and bias
     bound in place of their parameters (the module's ``_parameters`` entries set
     once to the statement's leaves; no reparametrization per call). The
-    implementations are timed in alternation (common.time_interleaved, slices of
+    implementations are timed in alternation (timing.time_interleaved, slices of
     about 50 ms), so that the ratios to the plain conv are not biased by the
     drifting load of a shared machine. Targets: the layer's time <= 1.05 x the
     plain conv's, forward and forward+backward, at every size, and no slower than

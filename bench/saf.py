@@ -30,7 +30,7 @@ from bench.targets import Target, fraction_of, saved_ratio_of, speedup_of
 FAMILY = "saf"
 OPS = ("mrelu", "rbf")
 
-# cpu, float32, N = 2^24 (see bench/common.Target for the defaults).
+# cpu, float32, N = 2^24 (see bench/targets.Target for the defaults).
 TARGETS = [
     target
     for op in OPS

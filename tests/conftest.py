@@ -1,30 +1,12 @@
-"""Shared parametrization of the robustops tests: devices, dtypes, tolerances."""
+"""pytest's hooks for the robustops tests: CUDA cases skipped without a GPU, and the
+run's summary lines (the soundness points, the CUDA lane's cases). The shared
+helpers are in tests/common.py."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-HAS_CUDA = torch.cuda.is_available()
-
-requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-
-# Every device the tests run on: CUDA tests are marked and skipped without a GPU.
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, requires_cuda])]
-
-FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-
-
-def tolerances(dtype: torch.dtype) -> dict:
-    """Per-dtype tolerances for a result against an upcast (float64) reference that
-    is rounded to the same dtype: one rounding step of that dtype, plus room for the
-    float32 rounding of intermediates."""
-    return {
-        torch.float64: dict(rtol=1e-12, atol=1e-14),
-        torch.float32: dict(rtol=2e-6, atol=1e-7),
-        torch.float16: dict(rtol=1e-3, atol=1e-5),
-        torch.bfloat16: dict(rtol=8e-3, atol=1e-5),
-    }[dtype]
+from tests.common import HAS_CUDA
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,7 +14,7 @@ from torch.testing import assert_close
 import robustops
 from robustops.bang import BANG
 from robustops.reference.bang import bang_gradients
-from tests.conftest import DEVICES
+from tests.common import DEVICES
 
 F64 = dict(rtol=1e-10, atol=1e-12)
 

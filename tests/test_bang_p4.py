@@ -24,7 +24,7 @@ from robustops.bang import BANG
 from robustops.models import p4cnn, symmetric_cnn, wang_cnn
 from robustops.nn import P4BatchNorm, P4ConvP4, P4ConvZ2, P4Pool
 from robustops.reference.bang import bang_gradients
-from tests.conftest import DEVICES
+from tests.common import DEVICES
 
 F64 = dict(rtol=1e-10, atol=1e-12)
 EXACT = dict(rtol=0, atol=0)

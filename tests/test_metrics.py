@@ -15,7 +15,7 @@ import torch
 from torch.testing import assert_close
 
 from robustops import metrics
-from tests.conftest import DEVICES
+from tests.common import DEVICES
 
 F64 = dict(rtol=1e-12, atol=1e-12)
 

@@ -22,7 +22,7 @@ from robustops.reference import bang as ref_bang
 from robustops.reference import interval as ref_interval
 from robustops.reference import p4 as ref_p4
 from robustops.reference import saf as ref_saf
-from tests.conftest import FLOAT_DTYPES, tolerances
+from tests.common import FLOAT_DTYPES, tolerances
 
 CPU = torch.ops.robustops
 

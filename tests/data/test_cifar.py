@@ -15,7 +15,7 @@ import torch
 from torch.testing import assert_close
 
 from robustops.data import load_cifar
-from tests.conftest import DEVICES, FLOAT_DTYPES, tolerances
+from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 
 C10, C100 = "cifar-10-batches-py", "cifar-100-python"
 

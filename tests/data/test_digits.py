@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from robustops.data import load_digits
 from robustops.data.digits import _split_indices
-from tests.conftest import DEVICES, FLOAT_DTYPES
+from tests.common import DEVICES, FLOAT_DTYPES
 
 # images per class in the file (scikit-learn's digits)
 CLASS_COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]

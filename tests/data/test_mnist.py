@@ -15,7 +15,7 @@ import torch
 from torch.testing import assert_close
 
 from robustops.data import load_mnist
-from tests.conftest import DEVICES, FLOAT_DTYPES, tolerances
+from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 
 IMAGES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
 LABELS = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}

@@ -13,7 +13,7 @@ import torch
 from torch.testing import assert_close
 
 from robustops.data import rotate, rotated
-from tests.conftest import DEVICES, FLOAT_DTYPES
+from tests.common import DEVICES, FLOAT_DTYPES
 
 
 def _images(n=3, c=2, h=9, w=9, dtype=torch.float32, device="cpu", seed=0):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robustops.data import loader, toy
-from tests.conftest import DEVICES, FLOAT_DTYPES
+from tests.common import DEVICES, FLOAT_DTYPES
 
 
 def test_toy_shapes_and_range():

@@ -32,7 +32,7 @@ from robustops.ops import p4 as p4_ops
 from robustops.ops import spp as spp_ops
 from robustops.reference import spp as ref_spp
 from robustops.reference.p4 import grot, p4_conv
-from tests.conftest import DEVICES, FLOAT_DTYPES, tolerances
+from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 
 F64 = torch.float64
 

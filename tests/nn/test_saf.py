@@ -10,7 +10,7 @@ from torch.testing import assert_close
 
 import robustops
 from robustops.nn import RBF, HybridLoss, MReLU
-from tests.conftest import DEVICES
+from tests.common import DEVICES
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -11,7 +11,7 @@ from torch.testing import assert_close
 
 import robustops
 from robustops.reference import bang as ref
-from tests.conftest import DEVICES, FLOAT_DTYPES
+from tests.common import DEVICES, FLOAT_DTYPES
 
 ops = robustops.ops
 

@@ -16,7 +16,7 @@ from robustops import _extension
 from robustops.ops import crown as crown_ops
 from robustops.ops import crown_relax
 from robustops.reference import bounds as ref
-from tests.conftest import DEVICES, FLOAT_DTYPES, tolerances
+from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 
 # (N, S, trailing shape): one element, one row, rows longer than the CPU block
 # (512), odd lengths, conv-shaped trailing dimensions

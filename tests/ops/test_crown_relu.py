@@ -17,7 +17,7 @@ from robustops import _extension
 from robustops.ops import crown as crown_ops
 from robustops.ops import crown_relu
 from robustops.reference import bounds as ref
-from tests.conftest import DEVICES, FLOAT_DTYPES, tolerances
+from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 from tests.ops.test_crown import SHAPES
 
 F64 = torch.float64

@@ -11,7 +11,7 @@ from torch.testing import assert_close
 import robustops
 from robustops.reference import interval as ref
 from robustops.reference import saf
-from tests.conftest import DEVICES, FLOAT_DTYPES, tolerances
+from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 
 OPS = ["interval_relu", "interval_mrelu", "interval_rbf"]
 FUNCS = {"interval_relu": torch.relu, "interval_mrelu": saf.mrelu, "interval_rbf": saf.rbf}

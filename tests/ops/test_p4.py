@@ -17,7 +17,7 @@ from robustops import _extension
 from robustops.ops import p4 as p4_ops
 from robustops.ops import p4_filter
 from robustops.reference import p4 as ref
-from tests.conftest import DEVICES, FLOAT_DTYPES, tolerances
+from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 
 
 def _weight(o, i, s, k, dtype=torch.float64, device="cpu", seed=0):

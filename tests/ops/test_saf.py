@@ -10,7 +10,7 @@ from torch.testing import assert_close
 
 import robustops
 from robustops.reference import saf as ref
-from tests.conftest import DEVICES, FLOAT_DTYPES, tolerances
+from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 
 OPS = {
     "mrelu": (robustops.ops.mrelu, ref.mrelu, ref.mrelu_backward),
