@@ -67,3 +67,13 @@ bench: install
 
 clean:
 	rm -rf $(STAMPS) build robustops/_C*.so *.egg-info
+
+# The API reference, generated from the docstrings (Sphinx autodoc + napoleon, Google
+# style) into docs/_build/html; warnings are errors, and -E reads every page afresh (a
+# kept environment would skip the pages whose warnings failed the last build). Sphinx
+# is the optional extra robustops[docs], installed here when missing; make test does
+# not need it (tests/test_docstrings.py checks the docstrings without it).
+.PHONY: docs
+docs:
+	$(PYTHON) -c "import sphinx" 2>/dev/null || $(PIP) install -q sphinx
+	$(PYTHON) -m sphinx -E -W --keep-going -b html docs docs/_build/html

@@ -1,6 +1,8 @@
 """robustops: fast kernels and drop-in PyTorch modules for training and evaluating
 robust neural networks.
 
+Usage::
+
     import robustops
     y = robustops.ops.mrelu(x)              # ops: compiled kernels with autograd
     act = robustops.nn.MReLU()              # modules

@@ -19,7 +19,13 @@ __all__ = ["FallbackWarning", "extension_info", "kernel_table", "warn_fallback"]
 
 
 class FallbackWarning(UserWarning):
-    """An op ran its pure-PyTorch reference because no compiled kernel was available."""
+    """An op ran its pure-PyTorch reference because no compiled kernel was available.
+
+    Emitted once per op and device type (not while torch.compile traces). The results
+    are the same, only slower; ``extension_info()`` says what was compiled. Silence it
+    with ``warnings.simplefilter("ignore", robustops.FallbackWarning)``, or make it an
+    error (as the tests do) to insist on the compiled kernels.
+    """
 
 
 def _load():
@@ -79,18 +85,22 @@ def warn_fallback(op: str, device_type: str) -> None:
 
 
 def extension_info() -> dict:
-    """What robustops._C holds.
+    """What robustops._C holds: whether the compiled kernels loaded, and for which
+    devices and ops.
 
-    Returns a dict with:
-      loaded: whether robustops._C was loaded;
-      error: why not, when it was not;
-      cpu_kernels / cuda_kernels: whether kernels for that device were compiled;
-        ops made of ATen ops (composite) run on every device either way;
-      cuda_archs: the GPU architectures the CUDA kernels were compiled for;
-      cuda_version: the CUDA version they were compiled with;
-      torch_version_built: the torch version the extension was compiled against;
-      torch_version: the torch version running now;
-      ops: {op: sorted device types with a compiled kernel}.
+    Returns:
+        A dict with the keys
+
+        - ``loaded``: whether robustops._C was loaded;
+        - ``error``: why not, when it was not (None otherwise);
+        - ``cpu_kernels`` / ``cuda_kernels``: whether kernels for that device were
+          compiled; ops made of ATen ops (composite) run on every device either way;
+        - ``cuda_archs``: the GPU architectures the CUDA kernels were compiled for;
+        - ``cuda_version``: the CUDA version they were compiled with (None without);
+        - ``torch_version_built``: the torch version the extension was compiled
+          against;
+        - ``torch_version``: the torch version running now;
+        - ``ops``: {op: sorted device types with a compiled kernel}.
     """
     ops = {}
     if _C is not None:

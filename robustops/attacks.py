@@ -1,5 +1,5 @@
 """Adversarial attacks for evaluating robustness: batched, for any model, on inputs in
-[0, 1], with a call convention close to torchattacks':
+[0, 1], with a call convention close to torchattacks'::
 
     attack = robustops.attacks.FGSM(model, eps=0.1)
     x_adv = attack(x, y)              # the adversarial batch
@@ -98,7 +98,19 @@ _CALL: ContextVar[Optional[_Call]] = ContextVar("robustops_attacks_call", defaul
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Every submodule in eval mode inside, each one's own mode restored after."""
+    """A context manager that puts every submodule of ``model`` in eval mode inside
+    and restores each one's own train/eval flag after (on an exception too), so a
+    model with mixed modes gets them back as they were::
+
+        with eval_mode(model):
+            logits = model(x)
+
+    Args:
+        model: the model.
+
+    Yields:
+        The model.
+    """
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -123,7 +135,21 @@ def _default_loss(out: Tensor, target: Tensor) -> Tensor:
 
 @dataclass
 class AttackResult:
-    """What an attack did to a batch. Per-sample tensors are on the CPU."""
+    """What an attack did to a batch (``Attack.evaluate``'s result); printing it gives a
+    summary table. The per-sample flags, norms and ``extra`` are on the CPU; x_adv stays
+    on x's device.
+
+    Attributes:
+        attack: the attack's class name.
+        x_adv: the adversarial batch, shaped as x.
+        correct: bool [B], the model classified x correctly.
+        success: bool [B], correct, and the adversarial prediction differs from y (a
+            zero-gradient sample never succeeds).
+        zero_gradient: bool [B], the input gradient was all zero (counted as failure).
+        linf: [B], the L-inf norm of x_adv - x per sample.
+        l2: [B], the L2 norm of x_adv - x per sample.
+        extra: per-sample tensors an attack reports besides ("step", "hot", "target").
+    """
 
     attack: str
     x_adv: Tensor
@@ -142,6 +168,8 @@ class AttackResult:
 
     @property
     def clean_accuracy(self) -> float:
+        """The fraction of samples the model classifies correctly on x (NaN for an
+        empty batch)."""
         return float(self.correct.float().mean()) if self.correct.numel() else math.nan
 
     @property
@@ -168,11 +196,26 @@ def _mean_str(values: Tensor, mask: Tensor) -> str:
 class Attack:
     """The base of the attacks: checks, eval mode, no writes to the input, evaluate().
 
+    ``attack(x, y)`` returns the adversarial batch x_adv (detached, shaped as x, in
+    [0, 1]); ``attack.evaluate(x, y)`` runs the attack and scores it. x must be a
+    floating-point tensor [B, ...] with values in [0, 1], y int64 labels [B] in [0, K)
+    for a model with K outputs (a TypeError or ValueError naming the argument
+    otherwise; see the module docstring).
+
     Subclasses implement ``_perturb(x, y) -> (x_adv, info)`` on a detached copy of x:
     ``info`` is a dict of what the call found, "zero_gradient" (a bool tensor [B], or
     None) and any other entry a per-sample tensor that ``evaluate`` reports in
     ``AttackResult.extra`` under the same key. Nothing of a call is kept on the
-    object (see the module docstring's reentrancy)."""
+    object (see the module docstring's reentrancy).
+
+    Args:
+        model: the model under attack, an nn.Module returning [B, K] scores.
+        loss_fn: ``loss_fn(output, target)`` returning per-sample losses [B];
+            default: cross-entropy on logits (reduction "none").
+
+    Raises:
+        TypeError: ``model`` is not an nn.Module.
+    """
 
     def __init__(self, model: nn.Module, loss_fn: Optional[Loss] = None):
         if not isinstance(model, nn.Module):
@@ -251,7 +294,24 @@ class Attack:
         return self._forward(x).argmax(1)
 
     def evaluate(self, x: Tensor, y: Tensor) -> AttackResult:
-        """Run the attack on (x, y) and score it (see the module docstring)."""
+        """Run the attack on (x, y) and score it (see the module docstring).
+
+        Args:
+            x: floating-point inputs [B, ...] with values in [0, 1].
+            y: int64 labels [B], in [0, K).
+
+        Returns:
+            An AttackResult: x_adv, which samples were correct and which attacks
+            succeeded (counted over the correctly classified samples), the zero-gradient
+            samples, the L-inf and L2 norms of the perturbations, the attack's extras.
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor, or ``y`` not an int64
+                tensor.
+            ValueError: ``x`` has values outside [0, 1] or no batch dimension, ``y`` is
+                not [B] or holds a label outside [0, K), or the model's output is not
+                [B, K].
+        """
         x_adv, info, unchecked = self._run(x, y)
         # an attack that ran no forward (PGD with steps=0) has not checked the labels' range yet
         with self._calling(unchecked), eval_mode(self.model):
@@ -283,7 +343,23 @@ def _all_zero(g: Tensor) -> Tensor:
 
 
 class FGSM(Attack):
-    """Fast gradient sign, untargeted: clamp(x + eps sign(grad_x L(f(x), y)), 0, 1)."""
+    """Fast gradient sign (Goodfellow et al. 2015), untargeted, one step:
+    ``clamp(x + eps sign(grad_x L(f(x), y)), 0, 1)``.
+
+    ``attack(x, y)`` returns x_adv (x: floating point [B, ...] in [0, 1], y: int64
+    labels [B]); ``attack.evaluate(x, y)`` an AttackResult (see the module docstring
+    for the checks and how success is counted).
+
+    Args:
+        model: the model under attack (nn.Module returning [B, classes]).
+        eps: the step size, a finite number >= 0 (default 8 / 255).
+        loss_fn: ``loss_fn(output, target)`` returning per-sample losses [B];
+            default: cross-entropy on logits.
+
+    Raises:
+        TypeError: ``model`` is not an nn.Module.
+        ValueError: ``eps`` is negative or not finite.
+    """
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, loss_fn: Optional[Loss] = None):
         super().__init__(model, loss_fn)

@@ -3,7 +3,7 @@ drop-in for an existing model and training loop.
 
 BANG balances how much each sample of a batch contributes to a layer's weight
 update. For a layer with output y, kappa_i = dE/dy_i is the gradient of the batch
-loss w.r.t. sample i's output, n_i = ||kappa_i||_2 and m = max_j n_j. Then
+loss w.r.t. sample i's output, n_i = ||kappa_i||_2 and m = max_j n_j. Then::
 
     eta_i = (m / n_i)^rho_i,     rho_i = eps_i (1 - n_i / m),
 
@@ -77,47 +77,168 @@ __all__ = ["BANG", "BangRule", "LinearRule", "ConvRule", "P4ConvRule", "register
 
 
 class BangRule:
-    """How BANG runs one layer type and forms its gradients.
+    """How BANG runs one layer type and forms its gradients: the extension point for
+    layer types beyond the built-in ones (LinearRule, ConvRule, P4ConvRule).
 
-    Subclass it and register an instance with ``register_rule(LayerType, rule)``.
+    Subclass it, implement ``forward``, ``input_grad``, ``weight_grad`` and
+    ``bias_grad_per_sample`` (and ``prepare`` / ``finish`` / ``plain_grads`` where the
+    defaults do not fit), and register an instance with ``register_rule(LayerType,
+    rule)``. A rule holds no per-call state: one instance serves every layer of its
+    types, and what a call needs travels in the context ``prepare`` returns.
+
+    The layer must have a ``weight`` (and may have a ``bias``, None or missing for
+    none), and BANG steps in only when its forward is called with the input alone.
     ``prepare`` runs outside BANG's autograd function (so anything it does is
     differentiated normally) and returns the layer's input and a context; the other
     methods get that context, and ``finish`` turns the function's output into the
     layer's (outside it too). Shapes: x is the prepared input, [N, ...]; kappa is
     the gradient w.r.t. ``forward``'s output, [N, ...] (the layer's output, unless
     ``finish`` reshapes it: eta needs only the same numbers per sample).
+
+    Example::
+
+        # ScaledLinear: an nn.Linear subclass whose forward is linear(x * self.scale)
+        class ScaledLinearRule(robustops.bang.LinearRule):
+            def prepare(self, module, x):
+                return x * module.scale, None
+
+        robustops.bang.register_rule(ScaledLinear, ScaledLinearRule())
     """
 
     def prepare(self, module: nn.Module, x: Tensor) -> Tuple[Tensor, object]:
+        """The input BANG's function computes with, and a context for the other methods.
+
+        Runs outside BANG's autograd function, so what it does to x (a reshape, a
+        padding) is differentiated as usual. The default passes x through with the
+        context None.
+
+        Args:
+            module: the layer (an instance of a registered type).
+            x: the input of the layer's forward.
+
+        Returns:
+            A pair (x, ctx) of the prepared input [N, ...] and the context (any
+            object), which every other method of this call receives.
+
+        Raises:
+            ValueError: (in the built-in rules) x has no batch dimension or the wrong
+                number of dimensions.
+        """
         return x, None
 
     def finish(self, ctx, y: Tensor) -> Tensor:
         """The layer's output from ``forward``'s (a view to the layer's own shape,
-        say). Runs outside BANG's autograd function, like ``prepare``: kappa is the
-        gradient w.r.t. ``forward``'s output, and a view taken here can be modified
-        in place by the next layer (a view returned by the function could not)."""
+        say).
+
+        Runs outside BANG's autograd function, like ``prepare``: kappa is the gradient
+        w.r.t. ``forward``'s output, and a view taken here can be modified in place by
+        the next layer (a view returned by the function could not). The default
+        returns y as it is.
+
+        Args:
+            ctx: the context ``prepare`` returned.
+            y: ``forward``'s output.
+
+        Returns:
+            The layer's output.
+        """
         return y
 
     def forward(self, ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """The layer's computation, run inside BANG's autograd function.
+
+        It is not differentiated: the backward is formed from ``input_grad``,
+        ``weight_grad`` and ``bias_grad_per_sample`` (or ``plain_grads``). Under
+        autocast, x, weight and bias arrive already cast to the autocast dtype.
+
+        Args:
+            ctx: the context ``prepare`` returned.
+            x: the prepared input [N, ...].
+            weight: the layer's weight.
+            bias: the layer's bias, or None.
+
+        Returns:
+            The output [N, ...]; kappa in the backward has its shape.
+
+        Raises:
+            NotImplementedError: in BangRule itself (a subclass must implement it).
+        """
         raise NotImplementedError
 
     def input_grad(self, ctx, x: Tensor, weight: Tensor, kappa: Tensor) -> Tensor:
-        """dE/dx from kappa (unscaled)."""
+        """dE/dx from kappa (unscaled: the gradient passed down the network is the
+        plain one).
+
+        Args:
+            ctx: the context ``prepare`` returned.
+            x: the prepared input [N, ...].
+            weight: the layer's weight.
+            kappa: the gradient w.r.t. ``forward``'s output, [N, ...].
+
+        Returns:
+            The gradient w.r.t. the prepared input, shaped as x.
+
+        Raises:
+            NotImplementedError: in BangRule itself.
+        """
         raise NotImplementedError
 
     def weight_grad(self, ctx, x: Tensor, weight: Tensor, kappa: Tensor) -> Tensor:
-        """sum_i dE/dW|_i: the plain weight gradient. BANG calls it with x or kappa
-        already scaled per sample by eta."""
+        """sum_i dE/dW|_i: the plain weight gradient, summed over the batch.
+
+        BANG calls it with x or kappa (whichever is smaller) already scaled per sample
+        by beta * eta_i, so it must be linear in each sample's x and kappa.
+
+        Args:
+            ctx: the context ``prepare`` returned.
+            x: the prepared input [N, ...] (maybe scaled).
+            weight: the layer's weight.
+            kappa: the gradient w.r.t. ``forward``'s output, [N, ...] (maybe scaled).
+
+        Returns:
+            A tensor shaped as ``weight``.
+
+        Raises:
+            NotImplementedError: in BangRule itself.
+        """
         raise NotImplementedError
 
     def bias_grad_per_sample(self, ctx, kappa: Tensor) -> Tensor:
-        """[N, C]: each sample's bias gradient (kappa summed over non-channel dims)."""
+        """Each sample's bias gradient: kappa summed over its non-channel dimensions.
+
+        BANG forms the bias gradient as sum_i beta * eta_i * row_i of the result.
+
+        Args:
+            ctx: the context ``prepare`` returned.
+            kappa: the gradient w.r.t. ``forward``'s output, [N, ...].
+
+        Returns:
+            [N, C], C the bias's length.
+
+        Raises:
+            NotImplementedError: in BangRule itself.
+        """
         raise NotImplementedError
 
     def plain_grads(self, ctx, x: Tensor, weight: Tensor, kappa: Tensor, needs) -> tuple:
         """(dE/dx, dE/dW, dE/db) as plain autograd forms them, for eps = 0 (every
-        eta_i = 1): override it to call the same kernels as the layer's own backward,
-        so that BANG with eps = 0 and beta = 1 reproduces plain training bit for bit."""
+        eta_i = 1).
+
+        The default builds them from ``input_grad``, ``weight_grad`` and
+        ``bias_grad_per_sample``; override it to call the same kernels as the layer's
+        own backward, so that BANG with eps = 0 and beta = 1 reproduces plain training
+        bit for bit.
+
+        Args:
+            ctx: the context ``prepare`` returned.
+            x: the prepared input [N, ...].
+            weight: the layer's weight.
+            kappa: the gradient w.r.t. ``forward``'s output, [N, ...].
+            needs: three bools, whether the input, weight and bias gradients are needed.
+
+        Returns:
+            A tuple (grad_x, grad_weight, grad_bias), None for each one not needed.
+        """
         need_x, need_w, need_b = needs
         return (self.input_grad(ctx, x, weight, kappa) if need_x else None,
                 self.weight_grad(ctx, x, weight, kappa) if need_w else None,
@@ -125,27 +246,41 @@ class BangRule:
 
 
 class LinearRule(BangRule):
-    """nn.Linear, for inputs [N, ..., in_features]."""
+    """The rule of nn.Linear (and its subclasses), for inputs [N, ..., in_features]:
+    a sample's weight and bias gradients sum over its positions in the middle
+    dimensions."""
 
     def prepare(self, module, x):
+        """Check that x has a batch dimension; the context is None (see
+        BangRule.prepare).
+
+        Raises:
+            ValueError: x has fewer than 2 dimensions.
+        """
         if x.dim() < 2:
             raise ValueError(f"BANG: {type(module).__name__} needs a batch: input of shape [N, ..., "
                              f"{module.in_features}], got {tuple(x.shape)}")
         return x, None
 
     def forward(self, ctx, x, weight, bias):
+        """``F.linear(x, weight, bias)``: [N, ..., out_features]."""
         return F.linear(x, weight, bias)
 
     def input_grad(self, ctx, x, weight, kappa):
+        """``kappa @ weight``: [N, ..., in_features]."""
         return kappa.matmul(weight)
 
     def weight_grad(self, ctx, x, weight, kappa):
+        """The sum over samples and positions of kappa x^T: [out_features, in_features]."""
         return kappa.reshape(-1, kappa.shape[-1]).t().mm(x.reshape(-1, x.shape[-1]))
 
     def bias_grad_per_sample(self, ctx, kappa):
+        """kappa summed over the middle dimensions: [N, out_features]."""
         return kappa.reshape(kappa.shape[0], -1, kappa.shape[-1]).sum(1)
 
     def plain_grads(self, ctx, x, weight, kappa, needs):
+        """The plain gradients, the bias's summed over every sample and position at
+        once (see BangRule.plain_grads)."""
         need_x, need_w, need_b = needs
         return (self.input_grad(ctx, x, weight, kappa) if need_x else None,
                 self.weight_grad(ctx, x, weight, kappa) if need_w else None,
@@ -157,6 +292,14 @@ class ConvRule(BangRule):
     (numbers, "same", "valid"), padding mode, dilation and groups."""
 
     def prepare(self, module, x):
+        """Apply the layer's non-zero padding modes and the odd part of "same" padding
+        to x, and put the convolution's settings in the context (a dict of stride,
+        padding, dilation and groups; see BangRule.prepare).
+
+        Raises:
+            ValueError: x is not ``[N, C, *spatial]`` for the layer's number of
+                spatial dimensions.
+        """
         spatial = len(module.kernel_size)
         if x.dim() != spatial + 2:
             raise ValueError(f"BANG: {type(module).__name__} needs a batch: input of shape "
@@ -184,6 +327,7 @@ class ConvRule(BangRule):
         return x, ctx
 
     def forward(self, ctx, x, weight, bias):
+        """The convolution with the context's settings: ``[N, C_out, *spatial']``."""
         return torch.ops.aten.convolution(x, weight, bias, ctx["stride"], ctx["padding"],
                                           ctx["dilation"], False, [0] * len(ctx["stride"]), ctx["groups"])
 
@@ -193,15 +337,21 @@ class ConvRule(BangRule):
             [0] * len(ctx["stride"]), ctx["groups"], mask)
 
     def input_grad(self, ctx, x, weight, kappa):
+        """The convolution's input gradient (aten.convolution_backward), shaped as x."""
         return self._backward(ctx, x, weight, kappa, [True, False, False])[0]
 
     def weight_grad(self, ctx, x, weight, kappa):
+        """The convolution's weight gradient (aten.convolution_backward), shaped as
+        ``weight``."""
         return self._backward(ctx, x, weight, kappa, [False, True, False])[1]
 
     def bias_grad_per_sample(self, ctx, kappa):
+        """kappa summed over the spatial dimensions: [N, C_out]."""
         return kappa.sum(dim=tuple(range(2, kappa.dim())))
 
     def plain_grads(self, ctx, x, weight, kappa, needs):
+        """The three gradients from one aten.convolution_backward call, as the
+        layer's own backward forms them (see BangRule.plain_grads)."""
         need_x, need_w, need_b = needs
         bias_sizes = [weight.shape[0]] if need_b else None
         return self._backward(ctx, x, weight, kappa, [need_x, need_w, need_b], bias_sizes)
@@ -223,6 +373,13 @@ class P4ConvRule(ConvRule):
     summed over rotations and space."""
 
     def prepare(self, module, x):
+        """Check x as the layer does and flatten it to [N, C_in * s, H, W]; the context
+        holds the convolution's settings and C_out (see BangRule.prepare).
+
+        Raises:
+            TypeError: x is not a floating-point tensor.
+            ValueError: x does not have the layer's input shape or channels.
+        """
         module._check(x)  # the layer's own shape and dtype errors
         n = x.shape[0]
         flat = x.reshape(n, module.in_channels * module.in_rotations, x.shape[-2], x.shape[-1])
@@ -231,6 +388,8 @@ class P4ConvRule(ConvRule):
         return flat, ctx
 
     def finish(self, ctx, y):
+        """View the expanded convolution's [N, C_out * 4, H', W'] output as the p4
+        feature map [N, C_out, 4, H', W']."""
         return y.view(y.shape[0], ctx["out_channels"], 4, y.shape[-2], y.shape[-1])
 
     @staticmethod
@@ -251,20 +410,29 @@ class P4ConvRule(ConvRule):
             return torch.autograd.grad(p4_filter(w), w, grad_filter)[0]
 
     def forward(self, ctx, x, weight, bias):
+        """The Conv2d of the flattened input with the expanded filter p4_filter(weight)
+        and the bias repeated over the 4 rotations: [N, C_out * 4, H', W']."""
         bias4 = None if bias is None else bias.repeat_interleave(4)
         return super().forward(ctx, x, self._filter(ctx, weight), bias4)
 
     def input_grad(self, ctx, x, weight, kappa):
+        """The expanded convolution's input gradient: [N, C_in * s, H, W]."""
         return super().input_grad(ctx, x, self._filter(ctx, weight), kappa)
 
     def weight_grad(self, ctx, x, weight, kappa):
+        """The expanded convolution's weight gradient mapped back through the filter
+        transform's adjoint: shaped as ``weight``, [C_out, C_in, s, k, k]."""
         return self._adjoint(weight, super().weight_grad(ctx, x, self._filter(ctx, weight), kappa))
 
     def bias_grad_per_sample(self, ctx, kappa):
+        """kappa summed over the 4 rotations and space: [N, C_out]."""
         n, c = kappa.shape[0], ctx["out_channels"]
         return kappa.reshape(n, c, 4 * kappa.shape[2] * kappa.shape[3]).sum(2)
 
     def plain_grads(self, ctx, x, weight, kappa, needs):
+        """The three gradients from one convolution backward with the expanded filter,
+        the weight's through the adjoint transform and the bias's summed over the
+        rotations (see BangRule.plain_grads)."""
         need_x, need_w, need_b = needs
         filt = self._filter(ctx, weight)
         grad_x, grad_filter, grad_bias4 = self._backward(ctx, x, filt, kappa, [need_x, need_w, need_b],
@@ -278,7 +446,20 @@ _RULES: Dict[Type[nn.Module], BangRule] = {}
 
 
 def register_rule(layer_type: Type[nn.Module], rule: BangRule) -> None:
-    """Give ``layer_type`` (and its subclasses without a rule of their own) BANG."""
+    """Give ``layer_type`` (and its subclasses without a rule of their own) BANG.
+
+    BANG objects made afterwards wrap the layers of that type by default (and accept
+    them in ``layers``); a BANG made before is unchanged. Registering a type again
+    replaces its rule.
+
+    Args:
+        layer_type: an nn.Module subclass whose instances have a ``weight``.
+        rule: a BangRule instance (see BangRule for what to implement).
+
+    Raises:
+        TypeError: ``layer_type`` is not an nn.Module subclass, or ``rule`` is not a
+            BangRule.
+    """
     if not (isinstance(layer_type, type) and issubclass(layer_type, nn.Module)):
         raise TypeError(f"register_rule: argument 'layer_type' must be an nn.Module subclass, got {layer_type!r}")
     if not isinstance(rule, BangRule):
@@ -287,7 +468,16 @@ def register_rule(layer_type: Type[nn.Module], rule: BangRule) -> None:
 
 
 def rule_for(module: nn.Module) -> Optional[BangRule]:
-    """The rule of the module's type (the nearest registered base class), or None."""
+    """The BANG rule that applies to ``module``.
+
+    Args:
+        module: a module (an instance, not a type).
+
+    Returns:
+        The rule registered for the module's type or, failing that, for its nearest
+        base class in the method resolution order; None when there is none (BANG
+        cannot wrap the module).
+    """
     for cls in type(module).__mro__:
         if cls in _RULES:
             return _RULES[cls]
@@ -310,7 +500,20 @@ def misclassified(logits: Tensor, targets: Tensor) -> Tensor:
 
     ``targets`` must be int64 class labels [N]; their range is not checked (that would
     synchronize with the device at every training step): a label outside [0, classes)
-    simply marks its sample misclassified."""
+    simply marks its sample misclassified.
+
+    Args:
+        logits: [N, classes] scores (detached here).
+        targets: int64 class labels [N].
+
+    Returns:
+        A bool tensor [N] on the logits' device, True where ``argmax(logits) !=
+        targets``.
+
+    Raises:
+        TypeError: ``logits`` is not a tensor, or ``targets`` not an int64 tensor.
+        ValueError: ``logits`` is not 2-d, or ``targets`` is not [N].
+    """
     return _misclassified("misclassified", logits, targets)
 
 
@@ -538,7 +741,19 @@ class BANG:
     # -- settings ------------------------------------------------------------------
 
     def configure(self, layer: LayerSpec, *, eps: Optional[float] = None, beta: Optional[float] = None) -> None:
-        """Set a layer's own eps and/or beta (None: keep; the defaults are BANG's)."""
+        """Set a layer's own eps and/or beta; the other layers keep theirs.
+
+        Args:
+            layer: one of BANG's layers, by name (as in ``model.named_modules()``) or
+                as the module.
+            eps: the layer's eps (>= 0); None keeps the current one (BANG's, unless
+                set before).
+            beta: the layer's beta (> 0); None keeps the current one.
+
+        Raises:
+            ValueError: ``layer`` is not one of BANG's layers, or a negative ``eps`` or
+                non-positive ``beta``.
+        """
         _check_eps_beta(f"BANG.configure({layer!r})", eps, beta)
         target = self._layer(layer)
         if eps is not None:
@@ -553,7 +768,12 @@ class BANG:
         raise ValueError(f"BANG: {spec!r} is not one of its layers ({', '.join(self.layers) or 'none'})")
 
     def settings(self) -> Dict[str, Dict[str, float]]:
-        """{layer name: {"eps": ..., "beta": ...}} as they apply now."""
+        """The settings in force for every layer.
+
+        Returns:
+            {layer name: {"eps": ..., "beta": ...}}, each layer's own value or else
+            BANG's.
+        """
         return {n: {"eps": l.effective_eps, "beta": l.effective_beta} for n, l in self.layers.items()}
 
     # -- misclassified samples -------------------------------------------------------
@@ -561,7 +781,24 @@ class BANG:
     def observe(self, logits: Optional[Tensor], targets: Optional[Tensor] = None) -> Optional[Tensor]:
         """Mark this step's misclassified samples (top class != target); they use
         ``ratio * eps`` in the next backward passes, until the next ``observe``.
-        ``observe(None)`` clears the mask. Returns the mask."""
+
+        Call it with the logits of the forward whose backward comes next (the mask
+        must match that batch). The label range is not checked (no synchronization
+        with the device): a label outside [0, classes) marks its sample
+        misclassified.
+
+        Args:
+            logits: [N, classes] (detached here), or None to clear the mask.
+            targets: int64 class labels [N]; required with ``logits``.
+
+        Returns:
+            The bool mask [N] (True: misclassified), or None when cleared.
+
+        Raises:
+            TypeError: ``logits`` is not a tensor, or ``targets`` not an int64 tensor.
+            ValueError: ``targets`` is missing, ``logits`` is not 2-d, or the shapes
+                do not match.
+        """
         if logits is None:
             self.set_misclassified(None)
             return None
@@ -571,7 +808,17 @@ class BANG:
         return self._misclassified
 
     def set_misclassified(self, mask: Optional[Tensor]) -> None:
-        """Mark misclassified samples with a bool mask [N] (None clears it)."""
+        """Mark misclassified samples with a mask of one's own (``observe`` computes
+        it from logits instead); they use ``ratio * eps`` until the mask changes.
+
+        Args:
+            mask: a 1-d bool tensor [N], True for misclassified samples (detached
+                here), or None to clear it. Its length must be the batch size of the
+                next backward (a ValueError there otherwise).
+
+        Raises:
+            TypeError: ``mask`` is not None or a 1-d bool tensor.
+        """
         if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 1):
             raise TypeError("BANG.set_misclassified: argument 'mask' must be a 1-d bool tensor, got "
                             f"{getattr(mask, 'dtype', type(mask).__name__)}")
@@ -598,14 +845,30 @@ class BANG:
     # -- on, off, gone -----------------------------------------------------------------
 
     def enable(self) -> None:
+        """Switch BANG back on after ``disable()``: the wrapped layers scale their
+        weight and bias gradients again from the next forward on."""
         self.enabled = True
 
     def disable(self) -> None:
-        """Plain training until ``enable()`` (the layers stay wrapped)."""
+        """Plain training until ``enable()``: the layers stay wrapped, but forwards run
+        while disabled build the layers' plain autograd graph."""
         self.enabled = False
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
+        """A context manager for plain training in a block: BANG is off inside, and its
+        on/off state from before is restored after (on an exception too)::
+
+            with bang.paused():
+                loss = F.cross_entropy(model(x), y)   # plain gradients
+                loss.backward()
+
+        A forward run inside the block is a plain one, so its backward is plain too,
+        whenever it runs.
+
+        Yields:
+            None.
+        """
         was = self.enabled
         self.enabled = False
         try:
@@ -614,7 +877,12 @@ class BANG:
             self.enabled = was
 
     def remove(self) -> nn.Module:
-        """Restore every layer's own forward; returns the (plain) model."""
+        """Restore every layer's own forward and forget the layers (the BANG object
+        wraps nothing after). Leaving a ``with BANG(...)`` block calls it.
+
+        Returns:
+            The model, plain again.
+        """
         for layer in self.layers.values():
             if "forward" in vars(layer.module):
                 del layer.module.forward

@@ -1,6 +1,6 @@
 """Robustness curves: error and flip rates against noise strength and attack strength,
 the nonsense-detection rate, and the accuracy on a rotated test set, batched, with a
-progress bar (tqdm) for the long ones and an optional plot (matplotlib).
+progress bar (tqdm) for the long ones and an optional plot (matplotlib)::
 
     noise_curve(model, x, y, sigmas, draws=1000)      Gaussian noise (the BANG paper)
     noise_curve(..., kind="sign")                     sign noise: x + sigma * (+-1)
@@ -9,7 +9,7 @@ progress bar (tqdm) for the long ones and an optional plot (matplotlib).
     nonsense_flags(model, x)                          which images are flagged as nonsense
     rotated_accuracy(model, x, y, mode="random")      accuracy on the rotated test set
 
-The SAF paper's (Zhao & Griffin, Sec. 5, Table 2) evaluation samples:
+The SAF paper's (Zhao & Griffin, Sec. 5, Table 2) evaluation samples::
 
     gaussian_noisy(x, sigma, generator)               noisy samples: clamp(x + sigma N(0, 1), 0, 1)
     gaussian_nonsense(n, shape, generator)            nonsense images: Gaussian noise min-max scaled to [0, 1]
@@ -44,7 +44,15 @@ __all__ = ["Curve", "noise_curve", "attack_curve", "nonsense_rate", "nonsense_fl
 
 @dataclass
 class Curve:
-    """A curve: ``series[name][i]`` is the value at ``x[i]``."""
+    """A curve: ``series[name][i]`` is the value at ``x[i]``. ``str(curve)`` is a table
+    (one row per x, one column per series).
+
+    Attributes:
+        name: the curve's title.
+        x_label: what x is (the noise strength, the attack strength).
+        x: the x values.
+        series: {series name: the values at x}, as plain floats.
+    """
 
     name: str
     x_label: str
@@ -61,7 +69,19 @@ class Curve:
         return "\n".join(lines)
 
     def plot(self, ax=None, **kwargs):
-        """Plot every series against x (matplotlib, imported here); returns the axes."""
+        """Plot every series against x, with markers, a legend and the curve's name as
+        the title.
+
+        Args:
+            ax: the matplotlib axes to draw on; None: a new figure's.
+            **kwargs: passed to ``ax.plot`` for every series.
+
+        Returns:
+            The axes.
+
+        Raises:
+            ImportError: matplotlib is not installed (``pip install 'robustops[plot]'``).
+        """
         try:
             import matplotlib.pyplot as plt
         except ImportError as e:  # pragma: no cover - matplotlib is installed with the tests
@@ -273,7 +293,7 @@ def gaussian_noisy(x: Tensor, sigma: float, generator: Optional[torch.Generator]
 
 def gaussian_nonsense(n: int, shape: Sequence[int], generator: Optional[torch.Generator] = None, device=None,
                       dtype: torch.dtype = torch.float32) -> Tensor:
-    """``n`` nonsense images [n, *shape], the SAF paper's "stationary Gaussian noise,
+    """``n`` nonsense images ``[n, *shape]``, the SAF paper's "stationary Gaussian noise,
     shifted and scaled to cover the range 0~255" in [0, 1] units: i.i.d. (white, the
     simplest stationary) standard normal noise per value, then each image shifted and
     scaled on its own, over all its channels and pixels, so that its smallest value is

@@ -1,4 +1,4 @@
-"""Defences and robust training methods of the papers robustops implements:
+"""Defences and robust training methods of the papers robustops implements::
 
     fit(model, loader, optimizer, epochs, loss=...)   a plain training loop (tqdm)
     adversarial_loss(model, x, y, attack)             FGS adversarial training
@@ -129,7 +129,18 @@ class Committee(nn.Module):
     """The members' average: the mean of their softmax probabilities (``output``
     "probs", the default), its log ("log_probs": what the attacks' default
     cross-entropy expects, so attack a committee built with it), or the mean of the
-    outputs as they are ("mean")."""
+    outputs as they are ("mean").
+
+    train_committee returns one (with ``picked_epochs`` and ``selection_scores`` set).
+
+    Args:
+        members: the member models (at least one), each returning logits [B, K] (any
+            common output shape for ``output="mean"``); kept in an nn.ModuleList.
+        output: ``"probs"`` (default), ``"log_probs"`` or ``"mean"``.
+
+    Raises:
+        ValueError: no members, or another ``output``.
+    """
 
     def __init__(self, members: Sequence[nn.Module], output: str = "probs"):
         super().__init__()
@@ -142,6 +153,16 @@ class Committee(nn.Module):
         self.output = output
 
     def forward(self, x: Tensor) -> Tensor:
+        """Run every member on ``x`` and average.
+
+        Args:
+            x: the input batch, as the members take it.
+
+        Returns:
+            The mean of the members' softmax probabilities [B, K] ("probs"), its log,
+            computed stably as a log-sum-exp of the log-softmaxes ("log_probs"), or the
+            mean of their outputs ("mean", the members' output shape).
+        """
         outs = torch.stack([m(x) for m in self.members])
         if self.output == "mean":
             return outs.mean(0)
@@ -396,7 +417,23 @@ class LowPassNoise(nn.Module):
     ``kernel`` evenly spaced points over [-3, 3] (the ends included: the paper says
     "defined in range (-3, 3)"), of variance 7, 1.3 and 0.6 respectively, normalized
     to sum 1 (``sigma`` is then ignored). Before this release the filter came first
-    and the noise after it."""
+    and the noise after it.
+
+    Args:
+        sigma: the Gaussian filter's standard deviation in pixels, >= 0 (default 1.0;
+            0: no filter).
+        noise: the standard deviation of the additive Gaussian noise, >= 0 (default
+            0.05; 0: no noise).
+        kernel: None (default: the filter from ``sigma``) or 3, 5 or 7, the paper's
+            kernels.
+
+    Shape:
+        input: [B, C, H, W], floating point, images in [0, 1]; output: the same shape
+        and dtype, in [0, 1].
+
+    Raises:
+        ValueError: a negative ``sigma`` or ``noise``, or another ``kernel``.
+    """
 
     def __init__(self, sigma: float = 1.0, noise: float = 0.05, kernel: Optional[int] = None):
         super().__init__()
@@ -424,11 +461,25 @@ class LowPassNoise(nn.Module):
             self._taps = ()
 
     def extra_repr(self) -> str:
+        """The filter (kernel or sigma) and the noise level, shown in the module's repr."""
         if self.kernel_size is not None:
             return f"kernel={self.kernel_size}, noise={self.noise}"
         return f"sigma={self.sigma}, noise={self.noise}"
 
     def forward(self, x: Tensor) -> Tensor:
+        """Add noise (fresh from torch's global generator on every call, in train and
+        eval mode alike), low-pass filter each channel, clamp to [0, 1].
+
+        Args:
+            x: images [B, C, H, W], floating point.
+
+        Returns:
+            The preprocessed images, shaped as ``x``. The filter pads by reflection, or
+            by replication for planes no larger than the filter's radius.
+
+        Raises:
+            ValueError: ``x`` is not 4-d.
+        """
         if x.dim() != 4:
             raise ValueError(f"LowPassNoise: the input must have shape [B, C, H, W], got {tuple(x.shape)}")
         if self.noise > 0:
@@ -455,7 +506,19 @@ class DenoisingAutoencoder(nn.Module):
     sigmoid stack can stay at the mean image: on the 28x28 digits its loss did not
     drop below the pixel variance in 30 epochs (the deep autoencoders of the
     literature are pretrained layer by layer). A shallower stack, e.g.
-    ``sizes=(784, 500, 30)``, trains directly; the committee experiment uses one."""
+    ``sizes=(784, 500, 30)``, trains directly; the committee experiment uses one.
+
+    Args:
+        sizes: the encoder's widths, from the input to the code: at least 2 positive
+            ints (default (784, 1000, 500, 250, 30)); the decoder mirrors them.
+
+    Shape:
+        input: [B, ...] with sizes[0] values per sample (e.g. [B, 1, 28, 28]), floating
+        point; output: the same shape, values in (0, 1).
+
+    Raises:
+        ValueError: fewer than 2 sizes, or one that is not a positive int.
+    """
 
     def __init__(self, sizes: Sequence[int] = (784, 1000, 500, 250, 30)):
         super().__init__()
@@ -474,6 +537,17 @@ class DenoisingAutoencoder(nn.Module):
         self.sizes = sizes
 
     def forward(self, x: Tensor) -> Tensor:
+        """Encode and decode ``x``.
+
+        Args:
+            x: a batch [B, ...] with ``sizes[0]`` values per sample.
+
+        Returns:
+            The reconstruction, shaped as ``x``.
+
+        Raises:
+            ValueError: a sample of ``x`` does not have ``sizes[0]`` values.
+        """
         if x[0].numel() != self.sizes[0]:
             raise ValueError(f"DenoisingAutoencoder: the input has {x[0].numel()} values per sample, expected "
                              f"{self.sizes[0]}")
@@ -496,13 +570,27 @@ def train_denoiser(dae: nn.Module, loader: Iterable[Batch], optimizer: torch.opt
 
 
 class Preprocessed(nn.Module):
-    """model(preprocess(x)): a preprocessing defence in front of a classifier."""
+    """A preprocessing defence in front of a classifier: ``model(preprocess(x))``, as
+    one module to evaluate and attack (the attacks differentiate through both).
+
+    Args:
+        preprocess: the preprocessing module (LowPassNoise, a DenoisingAutoencoder).
+        model: the classifier.
+    """
 
     def __init__(self, preprocess: nn.Module, model: nn.Module):
         super().__init__()
         self.preprocess, self.model = preprocess, model
 
     def forward(self, x: Tensor) -> Tensor:
+        """``model(preprocess(x))``.
+
+        Args:
+            x: the input batch, as ``preprocess`` takes it.
+
+        Returns:
+            The classifier's output.
+        """
         return self.model(self.preprocess(x))
 
 

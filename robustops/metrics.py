@@ -1,5 +1,5 @@
 """Metrics for adversarial examples: how far an adversarial image is from its original,
-how similar it looks, and how often an attack succeeds.
+how similar it looks, and how often an attack succeeds::
 
     from robustops import metrics
     norms = metrics.perturbation_norms(x, x_adv)   # {"linf", "l2", "l1"}, one value per image
@@ -14,7 +14,8 @@ values in [0, 1], on any device. Every per-image metric returns a float64 CPU te
 shape and device (ValueError / TypeError naming the arguments otherwise); values are
 used as given, not clipped to [0, 1]. Nothing here records gradients.
 
-Metrics
+Metrics::
+
     perturbation_norms   L-inf, L2 and L1 norms of x_adv - x, per image
     mean_abs_distortion  "dist" of the adversarial committee paper: the mean absolute
                          difference per pixel, ||x_adv - x||_1 / (C H W)

@@ -1,5 +1,7 @@
 """Data for training and evaluating robust networks: loaders that download nothing.
 
+Usage::
+
     from robustops.data import load_digits, load_mnist, load_cifar, rotated, toy, loader
     x, y = load_digits("train", size=28)            # embedded: 1797 8x8 digits, resized
     x, y = load_mnist("~/data/mnist", "test")       # IDX files, gzipped or not

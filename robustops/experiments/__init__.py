@@ -1,5 +1,6 @@
 """Experiments: each paper's headline comparison, run with robustops' own modules on
-the embedded digits (and on MNIST / CIFAR files the user points at).
+the embedded digits (and on MNIST / CIFAR files the user points at). From the
+command line::
 
     python -m robustops.experiments NAME [--quick | --tiny] [--out DIR] [--seed N]
     robustops NAME ...                        (the console script)

@@ -190,6 +190,26 @@ class BestCheckpoint:
 
 @dataclass
 class ExperimentResult:
+    """What one experiment run produced: ``run`` returns it, ``write_outputs`` writes it
+    as NAME.md, NAME.json and NAME.png.
+
+    Attributes:
+        name: the experiment's name (a key of EXPERIMENTS).
+        claim: the paper's claim, as the README states it.
+        table: markdown, in the paper's layout (mean +- sd over the seeds).
+        data: the raw results (JSON-serializable); ``data["seeds"]`` holds the
+            per-seed results.
+        holds: (bench only) whether the claim holds in this run; None otherwise.
+        plot: a function writing the PNG to the path it is given, or None.
+        settings: the run's settings (a Settings as a dict), with the seeds it ran.
+        seconds: the wall-clock time of the run.
+        files: the paths ``run`` wrote (write_outputs' result).
+        verdict: the papers' experiments: the verdict computed from the seeds.
+        paper: the paper's headline numbers, quoted (markdown).
+        criterion: what counts as reproducing them, fixed before the runs.
+        protocol: what this run did (markdown, generated from its settings).
+    """
+
     name: str
     claim: str                     # the paper's claim, as the README states it
     table: str                     # markdown, in the paper's layout (mean +- sd over the seeds)
@@ -341,7 +361,27 @@ def _run_seeds(module_name: str, module, settings: Settings) -> List[Dict[str, A
 
 
 def run(name: str, settings: Optional[Settings] = None) -> ExperimentResult:
-    """Run experiment ``name`` over its seeds and write its outputs to settings.out."""
+    """Run experiment ``name`` over its seeds and write its outputs to ``settings.out``.
+
+    The seeds run one after another, or side by side in spawned processes
+    (``settings.jobs``); either way each seed gives the same numbers. torch's thread
+    count is set to ``settings.threads`` for the run and restored after.
+
+    Args:
+        name: one of EXPERIMENTS ("bang", "saf", "committee", "certified",
+            "certified_ablation", "symmetry", "bench").
+        settings: a robustops.experiments.common.Settings (scale "tiny", "quick" or
+            "full", seed, output directory, data set, ...); None: the defaults
+            (quick, seed 0, the embedded digits, written to experiments_out).
+
+    Returns:
+        The ExperimentResult, its ``files`` the paths written (NAME.md, NAME.json and,
+        with matplotlib, NAME.png).
+
+    Raises:
+        ValueError: an unknown ``name``, scale or data set, or a ``threads``,
+            ``seeds`` or ``jobs`` that is not an int >= 1.
+    """
     if name not in EXPERIMENTS:
         raise ValueError(f"robustops.experiments: unknown experiment {name!r}; there are {sorted(EXPERIMENTS)}")
     settings = settings or Settings()

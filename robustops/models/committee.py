@@ -69,7 +69,7 @@ def committee_lenet(dropout: Union[None, str, Mapping[str, float]] = None, in_ch
     TABLE1_DROPOUT), or a mapping from places (DROPOUT_PLACES) to rates in [0, 1) (0:
     no module). Each Table 1 column drops the units of its layer, as Caffe's in-place
     Dropout on the layer's output would (the paper names the layers, not the exact
-    positions; this is our reading):
+    positions; this is our reading)::
 
         input   drop_input, the pixels, before conv1
         conv1   drop_conv1, conv1's feature maps, before pool1

@@ -91,7 +91,19 @@ class P4CNN(nn.Module):
     """P4CNN (Cohen & Welling 2016) for 1x28x28 rotated MNIST: a lifting layer and 5
     p4 layers (3x3, no padding, ``channels`` each, the last one ``num_classes``),
     batch norm + ReLU after all but the last, 2x2 max pooling after layer 2, and the
-    max over rotations and space as the logits."""
+    max over rotations and space as the logits.
+
+    Args:
+        num_classes: the outputs (the last p4 layer's channels; default 10).
+        channels: the channels of the other p4 layers (default 10).
+        in_channels: the input's channels (default 1).
+
+    Shape:
+        input: [B, in_channels, H, W], floating point, H and W >= 22 (28 for rotated
+        MNIST); output: [B, num_classes] logits, invariant to rotations of a square
+        input by multiples of 90 degrees when the side is even (the max pooling's grid
+        then maps onto itself), as for 28.
+    """
 
     def __init__(self, num_classes: int = 10, channels: int = 10, in_channels: int = 1):
         super().__init__()
@@ -104,10 +116,35 @@ class P4CNN(nn.Module):
         self.features = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The logits: the last p4 layer's output maxed over rotations and space.
+
+        Args:
+            x: [B, in_channels, H, W], floating point.
+
+        Returns:
+            [B, num_classes] logits.
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor.
+            ValueError: ``x`` is not [B, in_channels, H, W] (the first layer's checks).
+            RuntimeError: ``x`` is smaller than 22 x 22 (a convolution's error).
+        """
         return self.features(x).amax(dim=(2, 3, 4))
 
 
 def p4cnn(num_classes: int = 10, channels: int = 10, in_channels: int = 1) -> P4CNN:
+    """P4CNN (Cohen & Welling 2016) for rotated MNIST: ``P4CNN(num_classes, channels,
+    in_channels)``; see P4CNN for the layers.
+
+    Args:
+        num_classes: the outputs (default 10).
+        channels: the channels of the p4 layers but the last (default 10).
+        in_channels: the input's channels (default 1).
+
+    Returns:
+        A new P4CNN, with PyTorch's default initialisation of its layers (the p4
+        convolutions as nn.Conv2d).
+    """
     return P4CNN(num_classes, channels, in_channels)
 
 
@@ -133,7 +170,7 @@ def wang_cnn(in_channels: int = 3, num_classes: int = 100, width: int = 32, leve
     in each bin", so that inputs of any size give a fixed-size output).
 
     The paper gives no layer list, widths or placement (its Fig. 1 is a sketch), so
-    this is standard_cnn's layer list with exactly two layers swapped:
+    this is standard_cnn's layer list with exactly two layers swapped::
 
         0  P4ConvZ2(in_channels, w, 3, padding=1)   the ONE rotation-equivariant layer
         1  P4BatchNorm(w), 2 ReLU
@@ -185,7 +222,17 @@ def wang_cnn(in_channels: int = 3, num_classes: int = 100, width: int = 32, leve
 
 
 def parameter_count(model: nn.Module) -> int:
-    """The number of parameters of ``model`` (shared parameters counted once)."""
+    """The number of parameters of ``model`` (shared parameters counted once).
+
+    Args:
+        model: any nn.Module (on the meta device too).
+
+    Returns:
+        The total number of elements of its parameters (buffers not counted).
+
+    Raises:
+        TypeError: ``model`` is not an nn.Module.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"parameter_count: argument 'model' must be an nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters())
@@ -199,7 +246,7 @@ def matched_width(build: Callable[[int], nn.Module], target: Union[int, nn.Modul
     ``tolerance`` of the target. ``build``'s count must not decrease with the width
     (true of standard_cnn, symmetric_cnn and wang_cnn): a binary search, the models
     built on the meta device (no memory). For example, the standard CNN with as many
-    parameters as wang_cnn() (435,972 on CIFAR-100):
+    parameters as wang_cnn() (435,972 on CIFAR-100)::
 
         w = matched_width(lambda w: standard_cnn(3, 100, 32, width=w), wang_cnn())   # 12: 428,784, -1.65%
 

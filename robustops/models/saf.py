@@ -55,7 +55,32 @@ class SAFNet(nn.Module):
     ``kind`` "plain" has no activation after the convolutions; "rbf" / "mrelu" put
     robustops.nn.RBF / MReLU there. ``pool`` holds the nn.MaxPool2d / nn.AvgPool2d
     arguments shared by every pooling; ``pool_kinds`` says, per convolution block,
-    "max" or "avg" (default: all "max").
+    "max" or "avg" (default: all "max"). lenet_saf and cifar_saf build the papers'
+    two networks with it.
+
+    Args:
+        kind: ``"plain"``, ``"rbf"`` or ``"mrelu"``.
+        in_channels: the input's channels (>= 1).
+        input_size: the input's side (an int) or (height, width).
+        channels: the output channels of the 5x5 convolutions, one block each.
+        hidden: the width of the hidden fully connected layer.
+        num_classes: the outputs (>= 1).
+        padding: every convolution's padding.
+        pool: keyword arguments of every pooling layer (kernel_size, stride, ...).
+        batch_norm: batch norm after each convolution; None: on for the robust kinds,
+            off for "plain".
+        name: the name errors are reported under (the builder's).
+        pool_kinds: ``"max"`` or ``"avg"`` per block; None: all "max".
+
+    Shape:
+        input: [B, in_channels, height, width], floating point; output: [B,
+        num_classes], logits ("plain") or RBF outputs in (0, 1] (the robust kinds).
+
+    Raises:
+        TypeError: a non-int size or count, or a ``batch_norm`` that is not None or a
+            bool.
+        ValueError: an unknown ``kind`` or pooling kind, a ``pool_kinds`` of the wrong
+            length, a count below 1, or an input too small for the layers.
     """
 
     def __init__(self, kind: str, in_channels: int, input_size, channels: Sequence[int], hidden: int,
@@ -98,9 +123,19 @@ class SAFNet(nn.Module):
         self.output = RBF() if kind != "plain" else nn.Identity()
 
     def extra_repr(self) -> str:
+        """The network's kind, shown in the module's repr."""
         return f"kind={self.kind!r}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``output(classifier(features(x)))``.
+
+        Args:
+            x: [B, in_channels, height, width] at the size the network was built for.
+
+        Returns:
+            [B, num_classes], logits for "plain", RBF outputs in (0, 1] for "rbf" and
+            "mrelu".
+        """
         return self.output(self.classifier(self.features(x)))
 
 

@@ -88,6 +88,9 @@ class _P4Conv(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-initialise the weight and bias in place, as nn.Conv2d does (Kaiming
+        uniform weight; bias uniform in +-1/sqrt(fan_in)), with the fan-in of one output
+        plane: ``in_channels * s * kernel_size^2`` (s = 1 for P4ConvZ2, 4 for P4ConvP4)."""
         # as nn.Conv2d, with the fan-in of one output plane: C_in * s * k * k
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
@@ -96,6 +99,7 @@ class _P4Conv(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def extra_repr(self) -> str:
+        """The settings shown in the module's repr, as nn.Conv2d shows them."""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
 
@@ -104,15 +108,32 @@ class _P4Conv(nn.Module):
         self._cache = None
 
     def train(self, mode: bool = True):
+        """Set train (``mode`` True) or eval mode, as nn.Module.train, and drop the
+        cached transformed filter (see transformed_filter).
+
+        Args:
+            mode: True for train mode, False for eval mode.
+
+        Returns:
+            The module itself.
+        """
         self._cache = None
         return super().train(mode)
 
     def transformed_filter(self) -> Tensor:
-        """[C_out * 4, C_in * s, k, k]. In eval mode the transform is cached until the
-        weight changes (in place, or replaced: the key is the weight's storage and
-        version counter), and gradients still reach the weight. Changes made through
-        ``weight.data`` bypass the version counter and so are not seen: call
-        ``clear_filter_cache()`` (or ``eval()`` again) after them."""
+        """The expanded filter the layer convolves with: robustops.ops.p4_filter of the
+        weight, one rotated copy of every filter per output rotation.
+
+        In eval mode the transform is cached until the weight changes (in place, or
+        replaced: the key is the weight's storage and version counter), and gradients
+        still reach the weight. Changes made through ``weight.data`` bypass the version
+        counter and so are not seen: call ``clear_filter_cache()`` (or ``eval()``
+        again) after them.
+
+        Returns:
+            A tensor [C_out * 4, C_in * s, k, k] (s = 1 for P4ConvZ2, 4 for P4ConvP4)
+            in the weight's dtype and on its device.
+        """
         w = self.weight
         if self.training or torch.compiler.is_compiling():
             return _p4.p4_filter(w)
@@ -138,6 +159,21 @@ class _P4Conv(nn.Module):
                              f"{self.in_channels}")
 
     def forward(self, x: Tensor) -> Tensor:
+        """The group convolution of ``x``.
+
+        Args:
+            x: [B, C_in, H, W] (P4ConvZ2) or a p4 feature map [B, C_in, 4, H, W]
+                (P4ConvP4), floating point.
+
+        Returns:
+            The p4 feature map [B, C_out, 4, H', W'], with H' and W' as nn.Conv2d's,
+            ``(H + 2 padding - dilation (kernel_size - 1) - 1) // stride + 1``.
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor.
+            ValueError: ``x`` does not have the shape above or has not ``in_channels``
+                channels.
+        """
         self._check(x)
         b = x.shape[0]
         flat = x.reshape(b, self.in_channels * self.in_rotations, x.shape[-2], x.shape[-1])
@@ -147,17 +183,65 @@ class _P4Conv(nn.Module):
 
 
 class P4ConvZ2(_P4Conv):
-    """The lifting convolution Z2 -> p4: [B, C_in, H, W] -> [B, C_out, 4, H', W'];
-    weight [C_out, C_in, 1, k, k], one bias per output channel (shared by its 4
-    rotations)."""
+    """The lifting convolution Z2 -> p4: [B, C_in, H, W] -> [B, C_out, 4, H', W'].
+
+    Its weight is [C_out, C_in, 1, k, k], with one bias per output channel (shared by
+    its 4 rotations); the output plane r is the input convolved with the filters
+    rotated by r x 90 degrees. Equivariant: ``P4ConvZ2(rot90(x, k)) = grot(P4ConvZ2(x),
+    k)`` where the sampling grid maps onto itself (see the module docstring).
+
+    Args:
+        in_channels: input channels C_in (>= 1).
+        out_channels: output channels C_out (>= 1).
+        kernel_size: the side k of the square kernel: an int or two equal ints.
+        stride: an int or two equal ints (default 1).
+        padding: zero padding on each side: an int or two equal ints (default 0).
+        dilation: an int or two equal ints (default 1).
+        bias: whether the layer has a bias (default True).
+        device, dtype: where and in which dtype the parameters are created (as for
+            nn.Conv2d).
+
+    Shape:
+        input: [B, C_in, H, W], floating point; output: [B, C_out, 4, H', W'], H' and W' as
+        nn.Conv2d's for the same settings.
+
+    Raises:
+        TypeError: a size or setting that is not an int or a pair of ints.
+        ValueError: a pair of two different ints (the layer needs square kernels and
+            symmetric settings), or a value below its minimum (1; padding 0).
+    """
 
     in_rotations = 1
     _cls = "P4ConvZ2"
 
 
 class P4ConvP4(_P4Conv):
-    """The p4 convolution p4 -> p4: [B, C_in, 4, H, W] -> [B, C_out, 4, H', W'];
-    weight [C_out, C_in, 4, k, k], one bias per output channel."""
+    """The p4 group convolution p4 -> p4: [B, C_in, 4, H, W] -> [B, C_out, 4, H', W'].
+
+    Its weight is [C_out, C_in, 4, k, k], with one bias per output channel (shared by
+    its 4 rotations). Equivariant: ``P4ConvP4(grot(y, k)) = grot(P4ConvP4(y), k)``
+    where the sampling grid maps onto itself (see the module docstring).
+
+    Args:
+        in_channels: input channels C_in (>= 1).
+        out_channels: output channels C_out (>= 1).
+        kernel_size: the side k of the square kernel: an int or two equal ints.
+        stride: an int or two equal ints (default 1).
+        padding: zero padding on each side: an int or two equal ints (default 0).
+        dilation: an int or two equal ints (default 1).
+        bias: whether the layer has a bias (default True).
+        device, dtype: where and in which dtype the parameters are created (as for
+            nn.Conv2d).
+
+    Shape:
+        input: a p4 feature map [B, C_in, 4, H, W], floating point; output: [B, C_out, 4, H', W'], H' and W' as
+        nn.Conv2d's for the same settings.
+
+    Raises:
+        TypeError: a size or setting that is not an int or a pair of ints.
+        ValueError: a pair of two different ints (the layer needs square kernels and
+            symmetric settings), or a value below its minimum (1; padding 0).
+    """
 
     in_rotations = 4
     _cls = "P4ConvP4"
@@ -171,7 +255,14 @@ def _p4_input(cls: str, x: Tensor, name: str = "x") -> None:
 
 class P4Pool(nn.Module):
     """Rotation pooling: max or mean over the 4 rotations, [B, C, 4, H, W] -> [B, C, H, W]
-    (invariant to the rotation axis' shift, so the output rotates with the input)."""
+    (invariant to the rotation axis' shift, so the output rotates with the input).
+
+    Args:
+        mode: ``"max"`` (default) or ``"mean"``.
+
+    Raises:
+        ValueError: another ``mode``.
+    """
 
     def __init__(self, mode: str = "max"):
         super().__init__()
@@ -180,9 +271,22 @@ class P4Pool(nn.Module):
         self.mode = mode
 
     def extra_repr(self) -> str:
+        """The pooling mode, shown in the module's repr."""
         return f"mode={self.mode!r}"
 
     def forward(self, x: Tensor) -> Tensor:
+        """Pool over the rotation axis.
+
+        Args:
+            x: a p4 feature map [B, C, 4, H, W], floating point.
+
+        Returns:
+            The max or mean over dimension 2, [B, C, H, W].
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor.
+            ValueError: ``x`` is not [B, C, 4, H, W].
+        """
         _p4_input("P4Pool", x)
         return x.amax(2) if self.mode == "max" else x.mean(2)
 
@@ -201,9 +305,22 @@ class _P4SpatialPool(nn.Module):
                              f"({self.kernel_size // 2}), got {self.padding}")
 
     def extra_repr(self) -> str:
+        """The pooling's settings, shown in the module's repr."""
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
     def forward(self, x: Tensor) -> Tensor:
+        """Pool each of the 4 rotation planes of every channel spatially.
+
+        Args:
+            x: a p4 feature map [B, C, 4, H, W], floating point.
+
+        Returns:
+            [B, C, 4, H', W'], H' and W' as the 2-d pooling's.
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor.
+            ValueError: ``x`` is not [B, C, 4, H, W].
+        """
         _p4_input(self._cls, x)
         b, c = x.shape[:2]
         y = self._pool(x.reshape(b, c * 4, x.shape[3], x.shape[4]), self.kernel_size, self.stride, self.padding)
@@ -211,11 +328,43 @@ class _P4SpatialPool(nn.Module):
 
 
 class P4MaxPool2d(_P4SpatialPool):
-    """Spatial max pooling of each plane of a p4 feature map (keeps the rotation axis)."""
+    """Spatial max pooling of each plane of a p4 feature map (keeps the rotation axis).
+
+    Args:
+        kernel_size: the side of the square window: an int or two equal ints.
+        stride: an int or two equal ints; default (None): ``kernel_size``.
+        padding: implicit padding on each side, at most half of ``kernel_size``: an
+            int or two equal ints (default 0).
+
+    Shape:
+        input: a p4 feature map [B, C, 4, H, W], floating point; output: [B, C, 4, H',
+        W'], H' and W' as nn.MaxPool2d's.
+
+    Raises:
+        TypeError: a setting that is not an int or a pair of ints.
+        ValueError: a pair of two different ints, a value below its minimum, or a
+            padding over half the kernel size.
+    """
 
 
 class P4AvgPool2d(_P4SpatialPool):
-    """Spatial average pooling of each plane of a p4 feature map (keeps the rotation axis)."""
+    """Spatial average pooling of each plane of a p4 feature map (keeps the rotation axis).
+
+    Args:
+        kernel_size: the side of the square window: an int or two equal ints.
+        stride: an int or two equal ints; default (None): ``kernel_size``.
+        padding: implicit padding on each side, at most half of ``kernel_size``: an
+            int or two equal ints (default 0).
+
+    Shape:
+        input: a p4 feature map [B, C, 4, H, W], floating point; output: [B, C, 4, H',
+        W'], H' and W' as nn.AvgPool2d's.
+
+    Raises:
+        TypeError: a setting that is not an int or a pair of ints.
+        ValueError: a pair of two different ints, a value below its minimum, or a
+            padding over half the kernel size.
+    """
 
     _pool = staticmethod(F.avg_pool2d)
     _cls = "P4AvgPool2d"
@@ -224,7 +373,19 @@ class P4AvgPool2d(_P4SpatialPool):
 class P4BatchNorm(nn.BatchNorm3d):
     """Batch norm of a p4 feature map [B, C, 4, H, W] with one mean, variance, weight
     and bias per channel, shared by its 4 rotations (and space), so it stays
-    equivariant: nn.BatchNorm3d over (B, 4, H, W)."""
+    equivariant: nn.BatchNorm3d over (B, 4, H, W).
+
+    Args:
+        num_features: the channels C; the other arguments (eps, momentum, affine,
+            track_running_stats, device, dtype) are nn.BatchNorm3d's.
+
+    Shape:
+        input: a p4 feature map [B, C, 4, H, W], floating point; output: the same shape.
+
+    Raises:
+        TypeError: the input is not a floating-point tensor (at the forward).
+        ValueError: the input is not [B, num_features, 4, H, W] (at the forward).
+    """
 
     def _check_input_dim(self, x: Tensor) -> None:
         _p4_input("P4BatchNorm", x, "input")  # the name of nn.BatchNorm3d.forward's argument
@@ -243,7 +404,20 @@ def _levels(cls: str, levels) -> Tuple[int, ...]:
 class SpatialPyramidPool(nn.Module):
     """Spatial pyramid pooling (He et al. 2015): [B, C, H, W] -> [B, C * sum(n^2)] for
     any H, W >= max(levels), with the bins of adaptive pooling; one fused op for all
-    levels (robustops.ops.spatial_pyramid_pool)."""
+    levels (robustops.ops.spatial_pyramid_pool).
+
+    Args:
+        levels: the pyramid's levels n (an n x n grid of bins each): 1 to 8 positive
+            ints, or one int; default (1, 2, 4).
+        mode: ``"max"`` (default) or ``"mean"`` pooling in each bin.
+
+    Shape:
+        input: [B, C, H, W], floating point; output: [B, C * sum(n^2 for n in
+        levels)], level by level, channel-major within a level.
+
+    Raises:
+        ValueError: bad ``levels`` or ``mode``.
+    """
 
     def __init__(self, levels: Sequence[int] = (1, 2, 4), mode: str = "max"):
         super().__init__()
@@ -253,12 +427,35 @@ class SpatialPyramidPool(nn.Module):
         self.mode = mode
 
     def extra_repr(self) -> str:
+        """The levels and mode, shown in the module's repr."""
         return f"levels={self.levels}, mode={self.mode!r}"
 
     def output_size(self, channels: int) -> int:
+        """The number of features per sample for an input of ``channels`` channels
+        (the in_features of the linear layer after it).
+
+        Args:
+            channels: the input's channels C.
+
+        Returns:
+            ``channels * sum(n^2 for n in levels)``.
+        """
         return channels * sum(n * n for n in self.levels)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Pool ``x`` at every level and concatenate.
+
+        Args:
+            x: [B, C, H, W], floating point, H and W >= max(levels).
+
+        Returns:
+            [B, output_size(C)] in the dtype of ``x``.
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor.
+            ValueError: ``x`` is not 4-d or is smaller than the largest level (the op's
+                checks).
+        """
         check_floating("SpatialPyramidPool", "x", x)  # the op checks the rest, naming itself
         return _spp.spatial_pyramid_pool(x, self.levels, self.mode)
 
@@ -292,7 +489,21 @@ class P4SpatialPyramidPool(nn.Module):
     Pooling commutes with pooling, so it runs as one SPP of the C * 4 planes (one
     fused read of the feature map), and the rotation and orbit pools act on the small
     [B, C, 4, T] result: the feature map is read once for the rotation pooling and
-    all levels."""
+    all levels.
+
+    Args:
+        levels: the pyramid's levels: 1 to 8 positive ints, or one int; default
+            (1, 2, 4).
+        mode: ``"max"`` (default) or ``"mean"``, for the rotations, the bins and the
+            orbits alike.
+
+    Shape:
+        input: a p4 feature map [B, C, 4, H, H] (square planes), floating point;
+        output: [B, output_size(C)].
+
+    Raises:
+        ValueError: bad ``levels`` or ``mode``.
+    """
 
     def __init__(self, levels: Sequence[int] = (1, 2, 4), mode: str = "max"):
         super().__init__()
@@ -304,12 +515,38 @@ class P4SpatialPyramidPool(nn.Module):
             self.register_buffer(f"_orbits_{n}", _orbits(n), persistent=False)
 
     def extra_repr(self) -> str:
+        """The levels and mode, shown in the module's repr."""
         return f"levels={self.levels}, mode={self.mode!r}"
 
     def output_size(self, channels: int) -> int:
+        """The number of features per sample for an input of ``channels`` p4 channels
+        (the in_features of the linear layer after it).
+
+        Args:
+            channels: the input's channels C.
+
+        Returns:
+            ``channels`` times the number of orbits over the levels (n^2 / 4 for an
+            even level n, (n^2 + 3) / 4 for an odd one).
+        """
         return channels * sum(getattr(self, f"_orbits_{n}").shape[0] for n in self.levels)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The rotation-invariant features of ``x``.
+
+        Args:
+            x: a p4 feature map [B, C, 4, H, H], floating point, square planes with
+                H >= max(levels).
+
+        Returns:
+            [B, output_size(C)] in the dtype of ``x``, level by level, channel-major
+            within a level.
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor.
+            ValueError: ``x`` is not [B, C, 4, H, W], its planes are not square, or it
+                is smaller than the largest level.
+        """
         _p4_input("P4SpatialPyramidPool", x)
         if x.shape[3] != x.shape[4]:
             raise ValueError(f"P4SpatialPyramidPool: rotation invariance needs square planes, got "

@@ -12,16 +12,55 @@ __all__ = ["MReLU", "RBF", "HybridLoss"]
 
 
 class MReLU(nn.Module):
-    """mReLU(x) = max(1 - |x|, 0), elementwise (robustops.ops.mrelu)."""
+    """The mReLU activation, ``max(1 - |x|, 0)`` elementwise (robustops.ops.mrelu).
+
+    A symmetric activation of the SAF paper (Zhao & Griffin 2016): it peaks at 1 at
+    x = 0 and is 0 outside (-1, 1). No parameters.
+
+    Shape:
+        input: any shape, floating point (float16, bfloat16, float32, float64);
+        output: the same shape and dtype.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply mReLU elementwise.
+
+        Args:
+            x: a floating-point tensor of any shape.
+
+        Returns:
+            ``max(1 - |x|, 0)``, with the shape and dtype of ``x``.
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor.
+        """
         return _ops.mrelu(x)
 
 
 class RBF(nn.Module):
-    """The 1-D radial basis function exp(-x^2), elementwise (robustops.ops.rbf)."""
+    """The 1-D radial basis function ``exp(-x^2)``, elementwise (robustops.ops.rbf).
+
+    A symmetric activation of the SAF paper (Zhao & Griffin 2016), with outputs in
+    (0, 1]; the robust SAF networks put it after their convolutions and on their
+    outputs (train those with HybridLoss). No parameters.
+
+    Shape:
+        input: any shape, floating point (float16, bfloat16, float32, float64);
+        output: the same shape and dtype.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the RBF elementwise.
+
+        Args:
+            x: a floating-point tensor of any shape.
+
+        Returns:
+            ``exp(-x^2)``, with the shape and dtype of ``x``.
+
+        Raises:
+            TypeError: ``x`` is not a floating-point tensor.
+        """
         return _ops.rbf(x)
 
 
@@ -68,9 +107,27 @@ class HybridLoss(nn.Module):
         self.reduction = reduction
 
     def extra_repr(self) -> str:
+        """The settings shown in the module's repr: the weights, p and the reduction."""
         return f"a1={self.a1}, a2={self.a2}, a3={self.a3}, p={self.p}, reduction={self.reduction!r}"
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """The hybrid loss of ``input`` against ``target``.
+
+        Args:
+            input: (N, C) RBF outputs, floating point (values in [0, 1]).
+            target: (N,) integer class indices (int64, int32, int16, int8 or uint8) in
+                [0, C).
+
+        Returns:
+            The loss in the dtype of ``input``, a scalar (``reduction`` "mean" or
+            "sum") or the (N,) per-sample losses ("none").
+
+        Raises:
+            TypeError: ``input`` is not floating point, or ``target`` is not a tensor of
+                integer class indices.
+            ValueError: ``input`` is not (N, C), ``target`` is not (N,), or a label is
+                outside [0, C).
+        """
         check_floating("HybridLoss", "input", input)
         if input.dim() != 2:
             raise ValueError(

@@ -9,7 +9,7 @@ Two things live here:
   gradients with torch.func: the oracle the BANG layers are tested against.
 
 For a layer with output y and kappa_i = dE/dy_i (sample i's block of the gradient
-of the batch loss E w.r.t. y), n_i = ||kappa_i||_2 and m = max_j n_j:
+of the batch loss E w.r.t. y), n_i = ||kappa_i||_2 and m = max_j n_j::
 
     eta_i = (m / n_i)^rho_i,   rho_i = eps_i (1 - n_i / m),
     dW    = beta * sum_i eta_i * dE/dW|_i,

@@ -1,6 +1,6 @@
 """Pure-PyTorch reference of interval bound propagation (Gowal et al. 2018), written
 in lower/upper form straight from the paper's formulas, independently of the
-center/radius form of robustops.bounds: the oracle of its tests.
+center/radius form of robustops.bounds: the oracle of its tests. The formulas::
 
     affine x -> W x + b:   l' = W+ l + W- u + b,   u' = W+ u + W- l + b
                            (W+ = max(W, 0), W- = min(W, 0))

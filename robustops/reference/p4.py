@@ -1,6 +1,6 @@
 """Reference p4 group convolutions, written with torch.rot90 / roll / stack / reshape
 straight from GrouPy's conventions (the oracle of robustops.ops.p4_filter and the
-robustops.nn p4 layers):
+robustops.nn p4 layers)::
 
     filter for output rotation r, input slot t:  rot90(W[:, :, (t - r) mod s], r)
     layout:                                      [C_out * 4, C_in * s, k, k], rotation innermost
@@ -18,6 +18,16 @@ __all__ = ["p4_filter", "p4_conv", "grot"]
 
 
 def p4_filter(weight: Tensor) -> Tensor:
+    """The expanded filter of a p4 layer (the oracle of robustops.ops.p4_filter): for
+    output rotation r and input slot t, ``rot90(W[:, :, (t - r) mod s], r)``.
+
+    Args:
+        weight: [C_out, C_in, s, k, k], s = 1 (lifting layer) or 4 (p4 layer).
+
+    Returns:
+        [C_out * 4, C_in * s, k, k], rotation innermost in both channel dimensions,
+        in the weight's dtype; differentiable.
+    """
     o, i, s, k, _ = weight.shape
     rotated = []
     for r in range(4):

@@ -1,7 +1,7 @@
 """Pure-PyTorch reference of the symmetric activation functions (Zhao & Griffin 2016).
 
 The oracle of the tests, the baseline of the benchmarks, and the fallback when the
-compiled kernels are missing. Written straight from the definitions:
+compiled kernels are missing. Written straight from the definitions::
 
     mrelu(x) = max(1 - |x|, 0)      mrelu'(x) = +1 on (-1, 0), -1 on (0, 1), 0 elsewhere
     rbf(x)   = exp(-x^2)            rbf'(x)   = -2 x exp(-x^2)
@@ -83,10 +83,26 @@ _RBF = _elementwise_function("_RBF", _rbf_forward, rbf_backward)
 
 
 def mrelu(x: Tensor) -> Tensor:
-    """max(1 - |x|, 0), differentiable (twice: the backward is made of torch ops)."""
+    """mReLU, ``max(1 - |x|, 0)``, elementwise; differentiable (twice: the backward is
+    made of torch ops).
+
+    Args:
+        x: a floating-point tensor of any shape (half and bfloat16 computed in float32).
+
+    Returns:
+        A tensor shaped as ``x``, in its dtype.
+    """
     return _MReLU.apply(x)
 
 
 def rbf(x: Tensor) -> Tensor:
-    """exp(-x^2), differentiable (twice: the backward is made of torch ops)."""
+    """The 1-D RBF, ``exp(-x^2)``, elementwise; differentiable (twice: the backward is
+    made of torch ops).
+
+    Args:
+        x: a floating-point tensor of any shape (half and bfloat16 computed in float32).
+
+    Returns:
+        A tensor shaped as ``x``, in its dtype.
+    """
     return _RBF.apply(x)
