@@ -8,8 +8,9 @@
   state_dict, gradients, dtype and device moves); bad input.
 - P4Pool, P4MaxPool2d, P4AvgPool2d, P4BatchNorm against their plain-torch meanings.
 - SpatialPyramidPool / robustops.ops.spatial_pyramid_pool: fixed output size,
-  agreement with robustops.reference.spp (ties and NaN included), gradcheck, opcheck,
-  torch.compile, the fallback and bad input.
+  agreement with robustops.reference.spp (ties and NaN included), gradcheck, double
+  backward and bad input (opcheck, torch.compile and the fallback of the ops:
+  tests/ops/test_contract.py).
 - P4SpatialPyramidPool: rotation invariance, output_size, agreement with a
   straightforward reference (rotation pool, adaptive pool, orbit pool), bad input.
 """
@@ -29,7 +30,6 @@ from robustops.nn import (P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPoo
                           P4SpatialPyramidPool, SpatialPyramidPool)
 from robustops.ops import spatial_pyramid_pool
 from robustops.ops import p4 as p4_ops
-from robustops.ops import spp as spp_ops
 from robustops.reference import spp as ref_spp
 from robustops.reference.p4 import grot, p4_conv
 from tests.common import DEVICES, FLOAT_DTYPES, tolerances
@@ -571,47 +571,6 @@ def test_spp_double_backward():
                 warnings.simplefilter("error")  # no "not used in the graph" warning
                 grads.append(torch.autograd.grad(gx.square().sum() + w.sum(), w)[0])
         assert_close(grads[0], grads[1])
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_spp_opcheck_and_compile(device):
-    levels = [1, 2, 4]
-    x = _randn(2, 3, 7, 5, device=device)
-    torch.library.opcheck(torch.ops.robustops.spp_max.default, (x, levels))
-    torch.library.opcheck(torch.ops.robustops.spp_max.default, (x.clone().requires_grad_(), levels))
-    torch.library.opcheck(torch.ops.robustops.spp_mean.default, (x, levels))
-    torch.library.opcheck(torch.ops.robustops.spp_mean.default, (x.clone().requires_grad_(), [3, 1]))
-    out, idx = torch.ops.robustops.spp_max(x, levels)
-    assert idx.dtype == torch.int64 and idx.shape == out.shape
-    g = torch.randn_like(out)
-    torch.library.opcheck(torch.ops.robustops._spp_max_backward.default, (g, idx, levels, 7, 5))
-    torch.library.opcheck(torch.ops.robustops._spp_mean_backward.default, (g, levels, 7, 5))
-
-    for mode in ("max", "mean"):
-        def f(t, mode=mode):
-            return spatial_pyramid_pool(t, (1, 2, 4), mode).square().sum(1)
-
-        compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-        xg = x.clone().requires_grad_()
-        got = compiled(xg)
-        assert_close(got, f(x), rtol=0, atol=0)
-        (g1,) = torch.autograd.grad(got.sum(), xg)
-        (g2,) = torch.autograd.grad(f(xg).sum(), xg)
-        assert_close(g1, g2, rtol=0, atol=0)
-
-
-def test_spp_fallback_gives_the_same_numbers_and_warns_once(monkeypatch):
-    x = _randn(2, 3, 9, 6)
-    expected = {m: spatial_pyramid_pool(x, (1, 2, 4), m) for m in ("max", "mean")}
-    monkeypatch.setattr(spp_ops, "_KERNELS", {"spp_max": frozenset(), "spp_mean": frozenset()})
-    monkeypatch.setattr(_extension, "_WARNED", set())
-    for m in ("max", "mean"):
-        with pytest.warns(robustops.FallbackWarning, match=f"robustops.ops.spp_{m}: no compiled kernel"):
-            out = spatial_pyramid_pool(x, (1, 2, 4), m)
-        assert_close(out, expected[m], rtol=1e-12, atol=1e-14)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            spatial_pyramid_pool(x, (1, 2, 4), m)
 
 
 def test_spp_bad_input():

@@ -1,19 +1,14 @@
 """robustops.ops.crown_relax: agreement with robustops.reference.bounds.crown_relax
 over devices, dtypes and awkward shapes (forward and every gradient), the tie at
-A = 0, NaN, empty shapes, gradcheck, opcheck, torch.compile, the fallback and bad
-input."""
+A = 0, NaN, empty shapes and bad input. opcheck, gradcheck, torch.compile and the
+fallback: tests/ops/test_contract.py."""
 
 from __future__ import annotations
-
-import warnings
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-import robustops
-from robustops import _extension
-from robustops.ops import crown as crown_ops
 from robustops.ops import crown_relax
 from robustops.reference import bounds as ref
 from tests.common import DEVICES, FLOAT_DTYPES, tolerances
@@ -129,40 +124,6 @@ def test_empty(shape, device):
     grads = torch.autograd.grad(out.sum() + d.sum(), [a, *relax])
     for g, t in zip(grads, [a, *relax]):
         assert g.shape == t.shape and (g == 0).all()
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_gradcheck_opcheck_compile(device):
-    a, relax = _inputs(3, 2, (4, 5), torch.float64, device)
-    a = a + torch.where(a >= 0, 0.1, -0.1)  # away from the kink at 0
-    args = [t.requires_grad_() for t in [a, *relax]]
-    assert torch.autograd.gradcheck(crown_relax, args)
-    detached = [t.detach() for t in args]
-    torch.library.opcheck(torch.ops.robustops.crown_relax.default, args)
-    torch.library.opcheck(torch.ops.robustops.crown_relax.default, detached)
-    out, d = crown_relax(*detached)
-    torch.library.opcheck(torch.ops.robustops._crown_relax_backward.default,
-                          [torch.randn_like(out), torch.randn_like(d), *detached])
-
-    def f(a, *relax):
-        out, d = crown_relax(a, *relax)
-        return out.sum(dim=(2, 3)) + d
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    assert_close(compiled(*detached), f(*detached))
-
-
-def test_fallback_gives_the_same_numbers_and_warns_once(monkeypatch):
-    a, relax = _inputs(3, 2, (17,), torch.float64, "cpu")
-    expected = torch.ops.robustops.crown_relax(a, *relax)
-    monkeypatch.setattr(crown_ops, "_KERNELS", {"crown_relax": frozenset()})
-    monkeypatch.setattr(_extension, "_WARNED", set())
-    with pytest.warns(robustops.FallbackWarning, match="robustops.ops.crown_relax: no compiled kernel"):
-        out = crown_relax(a, *relax)
-    assert_close(out, expected)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        crown_relax(a, *relax)
 
 
 def test_bad_input():

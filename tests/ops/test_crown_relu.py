@@ -2,19 +2,15 @@
 kernel from the interval): agreement with robustops.reference.bounds.crown_relu over
 devices, dtypes and awkward shapes (forward and the gradients of a, lower and
 upper), every region of the relaxation (dead, alive, mixed, points, ends on 0), NaN,
-empty shapes, gradcheck, opcheck, torch.compile, the fallback and bad input."""
+empty shapes and bad input. opcheck, gradcheck, torch.compile and the fallback:
+tests/ops/test_contract.py."""
 
 from __future__ import annotations
-
-import warnings
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-import robustops
-from robustops import _extension
-from robustops.ops import crown as crown_ops
 from robustops.ops import crown_relu
 from robustops.reference import bounds as ref
 from tests.common import DEVICES, FLOAT_DTYPES, tolerances
@@ -134,42 +130,6 @@ def test_empty(shape, device):
     grads = torch.autograd.grad(out.sum() + d.sum(), args)
     for g, t in zip(grads, args):
         assert g.shape == t.shape and (g == 0).all()
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_gradcheck_opcheck_compile(device):
-    a, l, u = _inputs(3, 2, (4, 5), F64, device, min_width=0.3)
-    a = a + torch.where(a >= 0, 0.1, -0.1)  # away from the kink at A = 0
-    l = torch.where(l.abs() < 0.05, l - 0.1, l)  # and from the regions' edges
-    u = torch.where(u.abs() < 0.05, u + 0.1, u)
-    args = [t.requires_grad_() for t in (a, l, u)]
-    assert torch.autograd.gradcheck(crown_relu, args)
-    detached = [t.detach() for t in args]
-    torch.library.opcheck(torch.ops.robustops.crown_relu.default, args)
-    torch.library.opcheck(torch.ops.robustops.crown_relu.default, detached)
-    out, d = crown_relu(*detached)
-    torch.library.opcheck(torch.ops.robustops._crown_relu_backward.default,
-                          [torch.randn_like(out), torch.randn_like(d), *detached])
-
-    def f(a, l, u):
-        out, d = crown_relu(a, l, u)
-        return out.sum(dim=(2, 3)) + d
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    assert_close(compiled(*detached), f(*detached))
-
-
-def test_fallback_gives_the_same_numbers_and_warns_once(monkeypatch):
-    a, l, u = _inputs(3, 2, (17,), F64, "cpu")
-    expected = torch.ops.robustops.crown_relu(a, l, u)
-    monkeypatch.setattr(crown_ops, "_KERNELS", {"crown_relax": frozenset(), "crown_relu": frozenset()})
-    monkeypatch.setattr(_extension, "_WARNED", set())
-    with pytest.warns(robustops.FallbackWarning, match="robustops.ops.crown_relu: no compiled kernel"):
-        out = crown_relu(a, l, u)
-    assert_close(out, expected)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        crown_relu(a, l, u)
 
 
 def test_bad_input():

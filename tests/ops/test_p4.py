@@ -2,19 +2,14 @@
 exactly (it is a gather) over devices, dtypes, input rotations, kernel sizes and
 channel counts; its adjoint (the filter gradient) against the reference's autograd;
 gradcheck and gradgradcheck; opcheck of the op and its adjoint; torch.compile; empty
-and non-contiguous weights; the fallback and bad input."""
+and non-contiguous weights; bad input. The fallback: tests/ops/test_contract.py."""
 
 from __future__ import annotations
-
-import warnings
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-import robustops
-from robustops import _extension
-from robustops.ops import p4 as p4_ops
 from robustops.ops import p4_filter
 from robustops.reference import p4 as ref
 from tests.common import DEVICES, FLOAT_DTYPES, tolerances
@@ -141,24 +136,6 @@ def test_noncontiguous_weight(device):
     grad = torch.randn(12 * 4, 16, 5, 5, dtype=torch.float64, device=device).transpose(2, 3)
     got = torch.ops.robustops._p4_filter_backward(grad, 4)
     assert_close(got, torch.ops.robustops._p4_filter_backward(grad.contiguous(), 4), rtol=0, atol=0)
-
-
-def test_fallback_gives_the_same_numbers_and_warns_once(monkeypatch):
-    w = _weight(2, 3, 4, 3)
-    expected = torch.ops.robustops.p4_filter(w)
-    monkeypatch.setattr(p4_ops, "_KERNELS", {"p4_filter": frozenset()})
-    monkeypatch.setattr(_extension, "_WARNED", set())
-    with pytest.warns(robustops.FallbackWarning, match="robustops.ops.p4_filter: no compiled kernel") as record:
-        out = p4_filter(w)
-    assert len([r for r in record if issubclass(r.category, robustops.FallbackWarning)]) == 1
-    assert torch.equal(out, expected)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        wg = w.clone().requires_grad_()
-        out = p4_filter(wg)
-        (g,) = torch.autograd.grad(out.sum(), wg)
-    assert torch.equal(out, expected)
-    assert_close(g, torch.full_like(w, 4.0))  # every weight element appears 4 times
 
 
 def test_bad_input():
