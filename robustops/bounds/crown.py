@@ -28,93 +28,33 @@ NaN anywhere (weights, statistics) gives NaN bounds, never finite ones.
 
 from __future__ import annotations
 
-import math
 from typing import Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustops._checks import check_floating, check_labels
-from robustops.bounds.ibp import (BoundedModule, _bn_affine, _check_beta, input_interval, interval_through,
-                                  is_max_pool, p4_bias, specification)
-from robustops.nn.p4 import P4BatchNorm, _P4Conv
-from robustops.nn.saf import RBF, MReLU
-from robustops.ops.crown import crown_relax, crown_relu
-from robustops.reference import bounds as ref_bounds
-from robustops.reference import saf
+from robustops._checks import check_floating
+from robustops.bounds.ibp import (BoundedModule, _check_beta, input_interval, is_max_pool)
+from robustops.bounds.rules import bound_rule
+from robustops.ops.crown import crown_relax
 
 __all__ = ["relaxation", "crown_ibp_margins", "crown_ibp_loss"]
 
 Relaxation = Tuple[Tensor, Tensor, Tensor, Tensor]  # a_lo, b_lo, a_up, b_up
-_ACTIVATIONS = (nn.ReLU, MReLU, RBF)
-
-
-def _line_through(fl: Tensor, fu: Tensor, l: Tensor, u: Tensor, tangent_slope: Tensor) -> Tuple[Tensor, Tensor]:
-    """(slope, intercept) of the chord from (l, f(l)) to (u, f(u)); the tangent slope
-    at l when the interval is a point."""
-    width = u - l
-    point = width <= 0
-    slope = torch.where(point, tangent_slope, (fu - fl) / torch.where(point, torch.ones_like(width), width))
-    return slope, fl - slope * l
 
 
 def relaxation(layer: nn.Module, l: Tensor, u: Tensor) -> Relaxation:
-    """Sound linear bounds of the activation on [l, u] (see the module docstring)."""
-    if isinstance(layer, nn.ReLU):
-        return ref_bounds.relu_relaxation(l, u)
-    zero, one = torch.zeros_like(l), torch.ones_like(l)
-    if isinstance(layer, MReLU):
-        f = saf.mrelu
-        df = lambda x: saf.mrelu_backward(torch.ones_like(x), x)  # noqa: E731
-    elif isinstance(layer, RBF):
-        f = saf.rbf
-        df = lambda x: saf.rbf_backward(torch.ones_like(x), x)  # noqa: E731
-    else:
+    """Sound linear bounds (a_lo, b_lo, a_up, b_up) of the activation on [l, u], by its
+    rule (robustops.bounds.rules; see the module docstring)."""
+    rule = bound_rule(layer)
+    if rule is None or rule.relax is None:
         raise TypeError(f"CROWN-IBP: no relaxation for {type(layer).__name__}")
-    fl, fu = f(l), f(u)
-    # the interval's constant bounds: always sound
-    lo = torch.minimum(fl, fu)
-    hi = torch.where((l <= 0) & (u >= 0), one, torch.maximum(fl, fu))
-    a_lo, b_lo, a_up, b_up = zero, lo, zero, hi
-    chord_a, chord_b = _line_through(fl, fu, l, u, df(l))
-    mid = (l + u) / 2
-    tan_a = df(mid)
-    tan_b = f(mid) - tan_a * mid
-    if isinstance(layer, MReLU):
-        # linear pieces: [-1, 0] (1 + x), [0, 1] (1 - x), outside [-1, 1] (0): exact
-        piece = ((l >= -1) & (u <= 0)) | ((l >= 0) & (u <= 1)) | (u <= -1) | (l >= 1)
-        concave = (l >= -1) & (u <= 1)  # 1 - |x|: the chord is below
-        a_lo = torch.where(piece | concave, chord_a, a_lo)
-        b_lo = torch.where(piece | concave, chord_b, b_lo)
-        a_up = torch.where(piece, chord_a, a_up)
-        b_up = torch.where(piece, chord_b, b_up)
-    else:
-        k = 1 / math.sqrt(2)  # exp(-x^2) is concave on [-k, k], convex outside
-        concave = (l >= -k) & (u <= k)
-        convex = (l >= k) | (u <= -k)
-        a_lo = torch.where(concave, chord_a, torch.where(convex, tan_a, a_lo))
-        b_lo = torch.where(concave, chord_b, torch.where(convex, tan_b, b_lo))
-        a_up = torch.where(concave, tan_a, torch.where(convex, chord_a, a_up))
-        b_up = torch.where(concave, tan_b, torch.where(convex, chord_b, b_up))
-    return a_lo, b_lo, a_up, b_up
-
-
-def _affine_fn(layer: nn.Module):
-    """The layer as the affine map the bounds use (batch norm with its running
-    statistics, dropout as identity)."""
-    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, P4BatchNorm)):
-        return lambda x: F.batch_norm(x, layer.running_mean, layer.running_var, layer.weight, layer.bias,
-                                      False, 0.0, layer.eps)
-    if isinstance(layer, nn.Dropout):
-        return lambda x: x
-    if is_max_pool(layer):
-        raise _no_relaxation(layer)
-    return layer
+    return rule.relax(layer, l, u)
 
 
 def _no_relaxation(layer: nn.Module, name: str = "") -> TypeError:
-    """The error for a max-type pool (no linear relaxation), naming it."""
+    """The error for a layer CROWN cannot go through (a max-type pool), naming it."""
     kind = type(layer).__name__
     if hasattr(layer, "mode"):
         kind += f"(mode={layer.mode!r})"
@@ -122,61 +62,18 @@ def _no_relaxation(layer: nn.Module, name: str = "") -> TypeError:
     return TypeError(f"CROWN-IBP: {kind} has no linear relaxation here{where}; use IBP for such models")
 
 
-def _pair(v) -> Tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def _transposed_conv(a: Tensor, weight: Tensor, in_shape, stride, padding, dilation, groups) -> Tensor:
-    """A L for a convolution L (the input's gradient, what torch.nn.grad.conv2d_input
-    computes) as conv_transpose2d, with the output padding that gives the input's
-    size back: its own backward is a plain convolution, where conv2d_input's is
-    convolution_backward's generic double backward."""
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    extra = tuple(int(in_shape[-2 + i]) - ((a.shape[-2 + i] - 1) * stride[i] - 2 * padding[i]
-                                           + dilation[i] * (weight.shape[-2 + i] - 1) + 1) for i in range(2))
-    return F.conv_transpose2d(a, weight, None, stride, padding, extra, groups, dilation)
-
-
-def _affine_back(layer: nn.Module, a: Tensor, in_shape) -> Tuple[Tensor, Tensor]:
-    """(A L, A f(0)) for A [N, S, *out] through an affine layer f(x) = L x + f(0)
-    with input shape in_shape."""
-    n, s = a.shape[:2]
-    if isinstance(layer, nn.Linear):
-        d = a.matmul(layer.bias) if layer.bias is not None else a.new_zeros(n, s)
-        return a.matmul(layer.weight), d
-    if isinstance(layer, nn.Conv2d):
-        # the transposed convolution of A, without a forward pass; A f(0) = A . bias
-        flat = a.reshape((n * s,) + tuple(a.shape[2:]))
-        back = _transposed_conv(flat, layer.weight, in_shape, layer.stride, layer.padding, layer.dilation,
-                                layer.groups)
-        d = a.sum(dim=(3, 4)).matmul(layer.bias) if layer.bias is not None else a.new_zeros(n, s)
-        return back.reshape((n, s) + tuple(in_shape)), d
-    if isinstance(layer, _P4Conv):
-        # the expanded Conv2d's transposed convolution over the [N, C_in * s, H, W] view
-        flat = a.reshape((n * s, layer.out_channels * 4) + tuple(a.shape[-2:]))
-        view = (layer.in_channels * layer.in_rotations,) + tuple(in_shape[-2:])
-        back = _transposed_conv(flat, layer.transformed_filter(), view, layer.stride, layer.padding,
-                                layer.dilation, 1)
-        bias = p4_bias(layer)
-        d = flat.sum(dim=(2, 3)).reshape(n, s, -1).matmul(bias) if bias is not None else a.new_zeros(n, s)
-        return back.reshape((n, s) + tuple(in_shape)), d
-    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, P4BatchNorm)):
-        scale, shift = _bn_affine(layer)
-        view = (1, 1, -1) + (1,) * (a.dim() - 3)
-        per_channel = a.sum(dim=tuple(range(3, a.dim()))) if a.dim() > 3 else a
-        return a * scale.reshape(view), per_channel.matmul(shift)
-    if isinstance(layer, (nn.Identity, nn.Dropout)):
-        return a, a.new_zeros(n, s)
-    # any other affine layer (Flatten, Unflatten, the average pools): its vjp, and
-    # f(0) from one forward (the max-type pools raise here)
-    fn = _affine_fn(layer)
-    flat = a.reshape((n * s,) + tuple(a.shape[2:]))
-    with torch.enable_grad():
-        x0 = a.new_zeros((n * s,) + tuple(in_shape), requires_grad=True)
-        out = fn(x0)
-        (back,) = torch.autograd.grad(out, x0, flat, create_graph=torch.is_grad_enabled() or a.requires_grad)
-    d = (flat * out).reshape(n, s, -1).sum(-1)
-    return back.reshape((n, s) + tuple(in_shape)), d
+def _back_through(layer: nn.Module, a: Tensor, c: Tensor, r: Tensor) -> Tuple[Tensor, Tensor]:
+    """(A', d') for A [N, S, *out] on the layer's output, back to its input with IBP
+    interval (c, r): its affine map, or its relaxation on [c - r, c + r]."""
+    rule = bound_rule(layer)
+    if rule.back is not None and rule.crown_through(layer):
+        return rule.back(layer, a, c.shape[1:])
+    if rule.relax is None or not rule.crown_through(layer):
+        raise _no_relaxation(layer)
+    l, u = c - r, c + r
+    if rule.fused is not None:
+        return rule.fused(layer, a, l, u)
+    return crown_relax(a, *rule.relax(layer, l, u))
 
 
 def crown_ibp_margins(bounded: BoundedModule, x: Tensor, y: Tensor, eps: Union[float, Tensor],
@@ -225,36 +122,13 @@ def _check_bounded(fn: str, bounded) -> None:
 
 
 def _ibp_forward(bounded: BoundedModule, c0: Tensor, r0: Tensor, y: Tensor, beta: float):
-    """IBP through the body (every layer but a last Linear), keeping each layer's input
-    interval for the backward pass, and the specification of the margins z_y - z_j
-    (j != y) with the last Linear folded in: (body, inputs, a [N, K - 1, in], d, and
-    the margins' IBP interval as center and radius [N, K - 1])."""
-    if beta != 0:  # before any work: the backward pass could not go through a max
+    """BoundedModule._spec_interval keeping every body layer's input interval, after
+    checking that CROWN can go through every layer (before any work)."""
+    if beta != 0:
         for name, layer in bounded.layers:
             if is_max_pool(layer):
                 raise _no_relaxation(layer, name)
-    layers = [m for _, m in bounded.layers]
-    fold = isinstance(layers[-1], nn.Linear)
-    body = layers[:-1] if fold else layers
-    inputs = []  # (center, radius, output shape) of every layer of the body
-    c, r = c0, r0
-    for layer in body:
-        ci, ri = c, r
-        c, r = interval_through(layer, c, r)
-        inputs.append((ci, ri, tuple(c.shape[1:])))
-    bounded._note_width(tuple(c0.shape[1:]), max((math.prod(shape) for *_, shape in inputs), default=0))
-    if fold:
-        last = layers[-1]
-        spec = specification(y, last.out_features).to(c0.dtype)
-        a = spec.matmul(last.weight)
-        d = spec.matmul(last.bias) if last.bias is not None else c0.new_zeros(spec.shape[:2])
-    else:
-        check_labels("crown_ibp_margins", y, c0.shape[0], c.shape[1])
-        a = specification(y, c.shape[1]).to(c0.dtype)
-        d = c0.new_zeros(a.shape[:2])
-    center = torch.bmm(a, c.unsqueeze(-1)).squeeze(-1) + d
-    radius = torch.bmm(a.abs(), r.unsqueeze(-1)).squeeze(-1)
-    return body, inputs, a, d, center, radius
+    return bounded._spec_interval(c0, r0, y, keep_inputs=True, fn="crown_ibp_margins")
 
 
 def _crown_back(body, inputs, a: Tensor, d: Tensor, c0: Tensor, r0: Tensor) -> Tensor:
@@ -262,13 +136,7 @@ def _crown_back(body, inputs, a: Tensor, d: Tensor, c0: Tensor, r0: Tensor) -> T
     *out] on the body's output: back-substituted layer by layer, then minimized."""
     n = c0.shape[0]
     for layer, (ci, ri, out_shape) in zip(reversed(body), reversed(inputs)):
-        a = a.reshape((n, a.shape[1]) + out_shape)
-        if isinstance(layer, nn.ReLU):  # the relaxation computed in the op, not materialized
-            a, back_d = crown_relu(a, ci - ri, ci + ri)
-        elif isinstance(layer, _ACTIVATIONS):
-            a, back_d = crown_relax(a, *relaxation(layer, ci - ri, ci + ri))
-        else:
-            a, back_d = _affine_back(layer, a, ci.shape[1:])
+        a, back_d = _back_through(layer, a.reshape((n, a.shape[1]) + out_shape), ci, ri)
         d = d + back_d
     a = a.reshape(n, a.shape[1], -1)
     # min over the box of A x: A+ l0 + A- u0 = A c0 - |A| r0

@@ -39,25 +39,13 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
-from robustops import ops
 from robustops._checks import check_floating, check_label_shape, check_labels
-from robustops.nn.p4 import (P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool,
-                             P4SpatialPyramidPool, SpatialPyramidPool, _P4Conv)
-from robustops.nn.saf import RBF, MReLU
+from robustops.bounds.rules import bn_affine as _bn_affine  # noqa: F401  (re-exported for crown)
+from robustops.bounds.rules import bound_rule, p4_bias, p4_conv_view, supported_types  # noqa: F401
 
 __all__ = ["BoundedModule", "Interval", "input_interval", "specification"]
 
 Interval = Tuple[Tensor, Tensor]  # (center, radius)
-
-_ACTIVATIONS = {nn.ReLU: ops.interval_relu, MReLU: ops.interval_mrelu, RBF: ops.interval_rbf}
-_SUPPORTED = (nn.Linear, nn.Conv2d, nn.ReLU, MReLU, RBF, nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout,
-              nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d,
-              P4ConvZ2, P4ConvP4, P4BatchNorm, P4Pool, P4MaxPool2d, P4AvgPool2d,
-              SpatialPyramidPool, P4SpatialPyramidPool)
-# the p4 and SPP layers that take a maximum (monotone, no linear relaxation) or an
-# average (affine, non-negative weights), by their mode
-_P4_POOLS = (P4Pool, SpatialPyramidPool, P4SpatialPyramidPool)
-
 
 # what to use instead of a tensor method or function in a bounded model's forward
 _HINTS = {**{m: " (use an nn.Flatten layer instead)" for m in ("flatten", "view", "reshape")},
@@ -68,7 +56,7 @@ _HINTS = {**{m: " (use an nn.Flatten layer instead)" for m in ("flatten", "view"
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, _SUPPORTED) or super().is_leaf_module(m, qualname)
+        return bound_rule(m) is not None or super().is_leaf_module(m, qualname)
 
 
 def _chain(model: nn.Module) -> List[Tuple[str, nn.Module]]:
@@ -83,7 +71,7 @@ def _chain(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     for node in graph.nodes:
         if node.op in ("placeholder", "output"):
             continue
-        if node.op == "call_module" and isinstance(modules[node.target], _SUPPORTED):
+        if node.op == "call_module" and bound_rule(modules[node.target]) is not None:
             if len(node.args) != 1 or node.kwargs:
                 raise TypeError(f"BoundedModule: layer '{node.target}' is not called on the previous "
                                 "layer's output alone: only feed-forward chains are supported")
@@ -98,83 +86,25 @@ def _chain(model: nn.Module) -> List[Tuple[str, nn.Module]]:
         name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
         hint = _HINTS.get(name, "")
         raise TypeError(f"BoundedModule: unsupported {what}{hint}; supported layers: "
-                        + ", ".join(t.__name__ for t in _SUPPORTED))
+                        + ", ".join(t.__name__ for t in supported_types())
+                        + " (robustops.bounds.register_bound_rule adds one)")
     return layers
 
 
-def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> Tuple[Tensor, Tensor]:
-    if bn.running_mean is None or bn.running_var is None:
-        raise TypeError("BoundedModule: BatchNorm without running statistics is not supported")
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    return scale, shift
-
-
-def _channel_view(v: Tensor, dim: int) -> Tensor:
-    return v.reshape((1, -1) + (1,) * (dim - 2))
-
-
 def is_max_pool(layer: nn.Module) -> bool:
-    """Whether the layer takes maxima (MaxPool2d, P4MaxPool2d, and the rotation and
-    pyramid pools in mode "max"): monotone, bounded by IBP only."""
-    if isinstance(layer, (nn.MaxPool2d, P4MaxPool2d)):
-        return True
-    return isinstance(layer, _P4_POOLS) and layer.mode == "max"
-
-
-def p4_conv_view(layer: _P4Conv, x: Tensor) -> Tensor:
-    """A p4 convolution's input as the expanded Conv2d's: [N, C_in * s, H, W] (checked)."""
-    layer._check(x)
-    return x.reshape(x.shape[0], layer.in_channels * layer.in_rotations, x.shape[-2], x.shape[-1])
-
-
-def p4_bias(layer: _P4Conv) -> Optional[Tensor]:
-    """The expanded Conv2d's bias: each output channel's bias for its 4 rotations."""
-    return layer.bias.repeat_interleave(4) if layer.bias is not None else None
+    """Whether CROWN-IBP cannot go through the layer: the ones that take maxima
+    (MaxPool2d, P4MaxPool2d, and the rotation and pyramid pools in mode "max"), or
+    any registered layer whose rule has neither back nor relax. IBP bounds them."""
+    rule = bound_rule(layer)
+    return rule is not None and not rule.crown_through(layer)
 
 
 def interval_through(layer: nn.Module, c: Tensor, r: Tensor) -> Interval:
-    """The IBP image of (c, r) under one supported layer."""
-    # validate_args=False: radii are >= 0 by construction here (input_interval
-    # checks the ball, |W| r >= 0), and the kernels map a negative radius to NaN
-    if isinstance(layer, nn.Linear):
-        return ops.interval_linear(c, r, layer.weight, layer.bias, validate_args=False)
-    if isinstance(layer, nn.Conv2d):
-        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-            raise TypeError("BoundedModule: Conv2d needs numeric zero padding, got "
-                            f"padding={layer.padding!r}, padding_mode={layer.padding_mode!r}")
-        return ops.interval_conv2d(c, r, layer.weight, layer.bias, layer.stride, layer.padding,
-                                   layer.dilation, layer.groups, validate_args=False)
-    for kind, op in _ACTIVATIONS.items():
-        if type(layer) is kind or isinstance(layer, kind):
-            return op(c, r, validate_args=False)
-    if isinstance(layer, _P4Conv):
-        # the Conv2d with the transformed filter over the [N, C_in * s, H, W] view
-        w = layer.transformed_filter()
-        cc, rc = ops.interval_conv2d(p4_conv_view(layer, c), p4_conv_view(layer, r), w, p4_bias(layer),
-                                     layer.stride, layer.padding, layer.dilation, 1, validate_args=False)
-        shape = (c.shape[0], layer.out_channels, 4) + tuple(cc.shape[-2:])
-        return cc.view(shape), rc.view(shape)
-    if isinstance(layer, (nn.Flatten, nn.Unflatten)):
-        return layer(c), layer(r)
-    if isinstance(layer, (nn.Identity, nn.Dropout)):
-        return c, r
-    if is_max_pool(layer):
-        lo, hi = layer(c - r), layer(c + r)
-        return (hi + lo) / 2, (hi - lo) / 2
-    if isinstance(layer, (nn.AvgPool2d, P4AvgPool2d) + _P4_POOLS):  # averages (mode "mean")
-        return layer(c), layer(r)
-    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, P4BatchNorm)):
-        if isinstance(layer, P4BatchNorm):
-            layer._check_input_dim(c)
-        scale, shift = _bn_affine(layer)
-        return c * _channel_view(scale, c.dim()) + _channel_view(shift, c.dim()), \
-            r * _channel_view(scale.abs(), c.dim())
-    raise TypeError(f"BoundedModule: unsupported layer {type(layer).__name__}")
+    """The IBP image of (c, r) under one layer, by its rule (robustops.bounds.rules)."""
+    rule = bound_rule(layer)
+    if rule is None:
+        raise TypeError(f"BoundedModule: unsupported layer {type(layer).__name__}")
+    return rule.interval(layer, c, r)
 
 
 def specification(y: Tensor, num_classes: int) -> Tensor:
@@ -484,20 +414,52 @@ class BoundedModule(nn.Module):
 
     def _ibp_margins(self, c: Tensor, r: Tensor, y: Tensor) -> Tensor:
         """ibp_margins from the input interval (c, r), for checked arguments."""
-        if not self._fold:
-            c, r = self.interval(c, r)
-            n, k = c.shape
-            check_labels("BoundedModule.ibp_margins", y, n, k)
-            others = torch.ones(n, k, dtype=torch.bool, device=c.device)
-            others[torch.arange(n, device=c.device), y] = False
-            lo_y = (c - r).gather(1, y[:, None])
-            return lo_y - (c + r)[others].reshape(n, k - 1)
-        c, r = self.interval(c, r, last=-1)
-        last = self.layers[-1][1]
-        spec = specification(y, last.out_features).to(last.weight.dtype)
-        w = spec.matmul(last.weight)  # [N, K-1, in]
-        center = torch.bmm(w, c.unsqueeze(-1)).squeeze(-1)
-        if last.bias is not None:
-            center = center + spec.matmul(last.bias)
-        radius = torch.bmm(w.abs(), r.unsqueeze(-1)).squeeze(-1)
+        *_, center, radius = self._spec_interval(c, r, y)
         return center - radius
+
+    def margins(self, x: Tensor, y: Tensor, eps: Union[float, Tensor], method: str = "ibp", beta: float = 1.0,
+                lower: Union[float, Tensor, None] = 0.0, upper: Union[float, Tensor, None] = 1.0) -> Tensor:
+        """Lower bounds [N, K - 1] of the margins z_y - z_j (j != y) over the L-inf ball
+        of radius ``eps`` (a number or one per sample) around x, clipped to [lower,
+        upper]: by IBP (``method="ibp"``) or CROWN-IBP (``"crown-ibp"``: beta * CROWN +
+        (1 - beta) * IBP). The one entry point for margin bounds; ``ibp_margins`` and
+        ``crown_ibp_margins`` are the same with the method fixed."""
+        fn = "BoundedModule.margins"
+        check_floating(fn, "x", x)
+        _check_method(fn, method, beta)
+        self._check_labels(fn, y, x.shape[0])
+        c, r = input_interval(x, eps, lower, upper)
+        if method == "ibp":
+            return self._ibp_margins(c, r, y)
+        from robustops.bounds.crown import _crown_ibp_margins  # crown imports this module
+        return _crown_ibp_margins(self, c, r, y, beta)
+
+    def _spec_interval(self, c0: Tensor, r0: Tensor, y: Tensor, keep_inputs: bool = False,
+                       fn: str = "BoundedModule.ibp_margins"):
+        """IBP through the body (every layer but a last Linear) from (c0, r0), and the
+        specification of the margins z_y - z_j (j != y) with the last Linear folded in:
+        (body, inputs, a [N, K - 1, in], d [N, K - 1], and the margins' IBP interval as
+        center and radius [N, K - 1]); ``inputs`` holds each body layer's input interval
+        and output shape when ``keep_inputs`` (CROWN's backward pass needs them)."""
+        body = [m for _, m in (self.layers[:-1] if self._fold else self.layers)]
+        inputs = []
+        c, r, widest = c0, r0, 0
+        for layer in body:
+            ci, ri = c, r
+            c, r = interval_through(layer, c, r)
+            widest = max(widest, c[0].numel() if c.shape[0] else 0)
+            if keep_inputs:
+                inputs.append((ci, ri, tuple(c.shape[1:])))
+        self._note_width(tuple(c0.shape[1:]), widest)
+        if self._fold:
+            last = self.layers[-1][1]
+            spec = specification(y, last.out_features).to(c0.dtype)
+            a = spec.matmul(last.weight)
+            d = spec.matmul(last.bias) if last.bias is not None else c0.new_zeros(spec.shape[:2])
+        else:
+            check_labels(fn, y, c0.shape[0], c.shape[1])
+            a = specification(y, c.shape[1]).to(c0.dtype)
+            d = c0.new_zeros(a.shape[:2])
+        center = torch.bmm(a, c.unsqueeze(-1)).squeeze(-1) + d
+        radius = torch.bmm(a.abs(), r.unsqueeze(-1)).squeeze(-1)
+        return body, inputs, a, d, center, radius

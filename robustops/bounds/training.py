@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from robustops.bounds.crown import crown_ibp_margins, margins_cross_entropy
+from robustops.bounds.crown import margins_cross_entropy
 from robustops._checks import check_floating, check_label_shape, check_labels
 from robustops.bounds.ibp import BoundedModule, _check_bound, _check_domain, _check_eps, _check_method
 
@@ -176,12 +176,8 @@ def verified_error(bounded: Union[BoundedModule, DistributedDataParallel], x: Te
     only when every margin lower bound is finite and positive (the clean prediction
     counts: at eps = 0 this is the error). NaN or inf in a bound is never verified."""
     bounded = _bounded_module("verified_error", bounded)  # no gradients: DDP's module will do
-    if method == "ibp":
-        margins = bounded.ibp_margins(x, y, eps, lower, upper)
-    elif method == "crown-ibp":
-        margins = crown_ibp_margins(bounded, x, y, eps, lower, upper, 1.0)
-    else:
-        raise ValueError(f"verified_error: argument 'method' must be 'ibp' or 'crown-ibp', got {method!r}")
+    _check_method("verified_error", method, 1.0)
+    margins = bounded.margins(x, y, eps, method=method, beta=1.0, lower=lower, upper=upper)
     return verified(margins).logical_not().float().mean().item()
 
 

@@ -43,6 +43,17 @@ def test_relaxations_are_sound(kind):
         assert (a_up[:, None] * xs + b_up[:, None] >= ys - 1e-12).all(), width
 
 
+def _affine_fn(layer):
+    """The layer as the affine map the bounds use: batch norm with its running
+    statistics, dropout as the identity."""
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return lambda x: torch.nn.functional.batch_norm(x, layer.running_mean, layer.running_var, layer.weight,
+                                                        layer.bias, False, 0.0, layer.eps)
+    if isinstance(layer, nn.Dropout):
+        return lambda x: x
+    return layer
+
+
 def _dense_crown(net, layers, x, y, eps):
     """The same backward bound, with every affine layer's linear part as a dense
     Jacobian (torch.func.jacrev) instead of a vjp: an independent computation."""
@@ -57,7 +68,7 @@ def _dense_crown(net, layers, x, y, eps):
                 mats.append(None)
                 biases.append(None)
             else:
-                fn = robustops.bounds.crown._affine_fn(layer)
+                fn = _affine_fn(layer)
                 flat = torch.zeros(c.numel(), dtype=c.dtype)
                 jac = torch.func.jacrev(lambda t: fn(t.reshape(c.shape)).flatten())(flat)
                 mats.append(jac)

@@ -37,6 +37,8 @@ from torch import Tensor, nn
 import robustops
 from robustops.bounds import BoundedModule, certified_loss, crown_ibp_margins, input_interval, verified_error
 from robustops.bounds import ibp as ibp_mod
+from robustops.bounds import rules as rules_mod
+from robustops.bounds.rules import BoundRule
 from robustops.models.p4 import symmetric_cnn, wang_cnn
 from robustops.nn import (P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool,
                           P4SpatialPyramidPool, SpatialPyramidPool)
@@ -511,18 +513,17 @@ def test_a_p4_radius_without_the_absolute_filter_is_caught(monkeypatch):
 
     ops = Ops()
     ops.interval_conv2d = signed
-    original = ibp_mod.interval_through
 
-    def through(layer, c, r):
-        if isinstance(layer, _P4Conv):
-            monkeypatch.setattr(ibp_mod, "ops", ops)
-            try:
-                return original(layer, c, r)
-            finally:
-                monkeypatch.setattr(ibp_mod, "ops", robustops.ops)
-        return original(layer, c, r)
+    def mutated(layer, c, r):
+        monkeypatch.setattr(rules_mod, "ops", ops)
+        try:
+            return rules_mod._p4_conv_interval(layer, c, r)
+        finally:
+            monkeypatch.setattr(rules_mod, "ops", robustops.ops)
 
-    monkeypatch.setattr(ibp_mod, "interval_through", through)
+    # the p4 convolutions' rule with the mutated interval image (restored after the test)
+    for kind in (P4ConvZ2, P4ConvP4):
+        monkeypatch.setitem(rules_mod._RULES, kind, BoundRule(mutated, back=rules_mod._p4_conv_back))
     net, shape, classes = random_p4_network(0)
     x, y, eps, lower, upper = random_problem(3, shape, classes)
     got = BoundedModule(net).ibp_margins(x, y, 0.05, lower, upper)

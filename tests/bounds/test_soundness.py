@@ -41,6 +41,8 @@ from robustops.bounds import (BoundedModule, clean_error, crown_ibp_loss, crown_
                               verified_error)
 from robustops.bounds import crown as crown_mod
 from robustops.bounds import ibp as ibp_mod
+from robustops.bounds import rules as rules_mod
+from robustops.bounds.rules import BoundRule
 from robustops.reference import interval as ref_interval
 from robustops.reference import saf as ref_saf
 
@@ -514,7 +516,11 @@ def test_probe_networks_hold_on_every_region(method, record_property):
 
 
 def _weakened_relaxation(kind: str):
-    true = crown_mod.relaxation
+    # the registered relaxations as they are now (the mutation test then replaces them)
+    registered = {t: rules_mod._RULES[t].relax for t in (nn.ReLU, robustops.nn.MReLU, robustops.nn.RBF)}
+
+    def true(layer, l, u):
+        return registered[type(layer)](layer, l, u)
     k = 1 / math.sqrt(2)
 
     def relax(layer, l, u):
@@ -546,9 +552,10 @@ def test_mutations_of_a_relaxation_are_caught(kind, monkeypatch):
     if kind == "rbf-concavity":
         return
     weak = _weakened_relaxation(kind)
-    monkeypatch.setattr(crown_mod, "relaxation", weak)
-    # ReLU's relaxation lives in the crown_relu op: route it through the weakened one
-    monkeypatch.setattr(crown_mod, "crown_relu", lambda a, l, u: crown_mod.crown_relax(a, *weak(nn.ReLU(), l, u)))
+    # every activation's rule with the weakened relaxation (ReLU's without its fused op)
+    for act in (nn.ReLU, robustops.nn.MReLU, robustops.nn.RBF):
+        rule = rules_mod._RULES[act]
+        monkeypatch.setitem(rules_mod._RULES, act, BoundRule(rule.interval, relax=weak))
     checked, violations = attack_probes("crown-ibp-1.0")
     assert violations > 0, f"CROWN-IBP with the weakened relaxation {kind} beat none of {checked} points"
 
@@ -557,10 +564,11 @@ def test_mutations_of_a_relaxation_are_caught(kind, monkeypatch):
 def test_a_shrunk_interval_image_is_caught(op, monkeypatch):
     """An interval image 0.1% too narrow: the probe networks and the random networks'
     layer-by-layer check both find points outside it."""
-    def shrunk(c, r, validate_args=True):
+    def shrunk(layer, c, r):
         oc, orad = getattr(ref_interval, op)(c, r)
         return oc, orad * 0.999
-    patched = {k: (shrunk if v.__name__ == op else v) for k, v in ibp_mod._ACTIVATIONS.items()}
-    monkeypatch.setattr(ibp_mod, "_ACTIVATIONS", patched)
+    act = {"interval_relu": nn.ReLU, "interval_mrelu": robustops.nn.MReLU, "interval_rbf": robustops.nn.RBF}[op]
+    rule = rules_mod._RULES[act]
+    monkeypatch.setitem(rules_mod._RULES, act, BoundRule(shrunk, relax=rule.relax, fused=rule.fused))
     assert attack_probes("ibp")[1] > 0
     assert sum(attack_network(seed, methods=("ibp",))[1] for seed in range(NETWORKS // 2)) > 0
