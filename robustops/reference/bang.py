@@ -33,10 +33,11 @@ def _norm_dtype(x: Tensor) -> torch.dtype:
 
 
 def per_sample_norm(x: Tensor) -> Tensor:
-    """||x_i||_2 of every sample (dim 0), accumulated in float64."""
+    """||x_i||_2 of every sample (dim 0), accumulated in float64; differentiable, with
+    the gradient x_i / ||x_i|| (0 for a zero sample), as the compiled op's."""
     n = x.shape[0]
-    flat = x.detach().reshape(n, x.numel() // n if n else 0)
-    return flat.double().square().sum(1).sqrt().to(_norm_dtype(x))
+    flat = x.reshape(n, x.numel() // n if n else 0)
+    return torch.linalg.vector_norm(flat.double(), dim=1).to(_norm_dtype(x))
 
 
 def bang_eta(norms: Tensor, eps: Tensor, max_norm: Optional[Tensor] = None) -> Tensor:

@@ -185,3 +185,16 @@ def test_cuda_matches_cpu(dtype):
     s_gpu, n_gpu = ops.bang_scale(g.cuda(), eps.cuda())
     assert_close(n_gpu.cpu(), n_cpu, rtol=1e-6, atol=0)
     assert_close(s_gpu.cpu(), s_cpu, **_tol(dtype))
+
+
+def test_reference_norm_gradient_matches_the_kernels_with_a_zero_sample():
+    """The fallback of per_sample_norm is differentiable like the op: x_i / ||x_i||,
+    and 0 (not NaN) for a zero sample."""
+    from robustops.reference import bang as ref_bang
+    x = torch.randn(3, 4, 5, dtype=torch.float64)
+    x[1] = 0
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (ga,) = torch.autograd.grad(ref_bang.per_sample_norm(a).sum(), a)
+    (gb,) = torch.autograd.grad(robustops.ops.per_sample_norm(b).sum(), b)
+    assert torch.isfinite(ga).all() and (ga[1] == 0).all()
+    torch.testing.assert_close(ga, gb)

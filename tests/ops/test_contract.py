@@ -392,9 +392,7 @@ def test_compile_gives_the_eager_result(op, device):
 # Public ops whose fallback is not differentiable although the op is: a known gap,
 # the gradient part of the fallback case is an expected failure until it is closed
 # (and a failure once it is, so that the entry leaves this table).
-FALLBACK_WITHOUT_GRADIENTS = {
-    "per_sample_norm": "robustops.reference.bang.per_sample_norm detaches its input",
-}
+FALLBACK_WITHOUT_GRADIENTS: dict = {}
 
 
 @pytest.mark.parametrize("device", DEVICES)
