@@ -12,10 +12,10 @@ a copy into a preallocated tensor (``y.copy_(x)``) and into a fresh one
 may also be set against something else it is not checked against (the interval
 layers against the plain layer), its implementations timed in alternation. Whole
 training steps (the bang family's bang_step: plain, with robustops.bang.BANG, and
-with the per-sample-gradient reference; the interval family's IBP, CROWN-IBP and
-GM-loss steps, and its no-grad IBP forward) are timed in alternation and reported
-as times and ratios to a baseline (the plain step or forward). Results go to
-bench/results/<device>.{json,md,png}.
+with the per-sample-gradient reference; the interval family's IBP and GM-loss
+steps and its no-grad IBP forward; the crown family's CROWN-IBP step) are timed in
+alternation and reported as times and ratios to a baseline (the plain step or
+forward). Results go to bench/results/<device>.{json,md,png}.
 
 Layout:
     run.py       the runner: command line, the FAMILIES registry, the measurement loop
@@ -26,7 +26,7 @@ Layout:
     metadata.py  the machine, torch, compiler flags and CPU load of a run
     report.py    the markdown report and the plot
     thp.py       the THP_MEM_ALLOC_ENABLE=1 re-run of the largest forwards
-    <family>.py  one file per op family (saf, bang, interval, p4, spp, attacks): ``OPS``,
+    <family>.py  one file per op family (saf, bang, interval, crown, p4, spp, attacks): ``OPS``,
                ``cases(config)``, ``TARGETS`` and optionally ``steps(config)``
 
 Adding a family: write bench/<family>.py with ``OPS`` (the op names),

@@ -1,6 +1,6 @@
 """Benchmarks of interval bound propagation (robustops.ops.interval_* and
-robustops.bounds): the interval layers and activations, and IBP / CROWN-IBP
-certified training of two small CNNs.
+robustops.bounds): the interval layers and activations, and IBP certified training
+of two small CNNs (their CROWN-IBP training step: bench/crown.py, on the same nets).
 
 The networks (``mnist_cnn``, ``cifar_cnn``; batch 256, inputs uniform in [0, 1],
 labels uniform in 0..9, weights from torch's default initialization with a fixed
@@ -76,24 +76,6 @@ ibp_step
     (cross-entropy, backward, SGD). Target <= 2.1x (issue 16; 1.8x before).
     Checked: one step's parameter updates equal those of a step on the same loss
     with the margins of the reference IBP (float64).
-crown_ibp_step
-    The same with ``method="crown-ibp", beta=0.5`` in two variants against the plain
-    step: "CROWN-IBP", ``bound="margins"`` (the K - 1 margin lower bounds, K - 1
-    CROWN backward rows per sample, then the robust cross-entropy), and "CROWN-IBP
-    loss fusion", ``bound="loss"`` (crown_ibp_loss: an upper bound of the worst
-    cross-entropy over the ball, one backward row per sample). Targets (issue 16):
-    the margins' step <= 12x the plain step (10x before; 12x: the arithmetic floor
-    estimated earlier); the loss fusion step <= 4x, so as to lead auto_LiRPA 0.7.1's
-    loss-fusion mode, measured by hand on this machine at 6.9x (mnist_cnn) and 5.3x
-    (cifar_cnn, DM-small) the plain step, by 1.5x. Checked (float64):
-    crown_ibp_margins with beta = 0 are the IBP margins; with beta = 1 they are
-    sound (no larger than the margins of the network at x and at random corners and
-    points of the clipped ball); crown_ibp_loss with beta = 0 is the robust
-    cross-entropy of the IBP margins, and with beta = 1 it is sound (no smaller than
-    the network's cross-entropy at the same points); both losses reach every
-    parameter. The check also reports the mean over the samples of the fused bound
-    and of the margins' bound (the robust cross-entropy of the beta = 1 margins) at
-    eps: how much looser loss fusion is on these untrained nets.
 gm_loss
     The GM loss with N = 1, 4, 8 sub-perturbations: a training step with
     ``certified_loss(..., n=N, weights="gm", method="ibp")`` (all radii
@@ -127,13 +109,10 @@ Timing budget (quick suite, min_run_time 1 s): each op case measures for
 OP_TIME x min_run_time seconds per implementation and pass (its limits too, when
 first measured here), and the model-level records run fewer slices than bang_step
 (STEP_TIMES x min_run_time seconds per variant instead of run.STEP_TIME x, fewer
-warm-up calls, WARMUPS): their targets (2.2x, 2.1x, 12x, 4x, 1x) are coarse next
-to bang_step's 1.05x, and a CROWN-IBP or N = 8 step takes most of a second on a
-2-core machine (a CROWN-IBP variant then runs two slices of one step each). The
-interval family took about 3 minutes of the quick suite there with two
-crown_ibp_step variants; the loss fusion variant adds its warm-up, calibration and
-slices (STEP_TIMES x min_run_time seconds) per net, and its check a few float64
-passes.
+warm-up calls, WARMUPS): their targets (2.2x, 2.1x, 1x) are coarse next to
+bang_step's 1.05x, and an N = 8 step takes most of a second on a 2-core machine.
+The nets, their batches, the plain step and the checks' data serve bench/crown.py's
+crown_ibp_step too.
 """
 
 from __future__ import annotations
@@ -147,9 +126,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import robustops
-from robustops.bounds import (BoundedModule, certified_loss, crown_ibp_loss, crown_ibp_margins,
-                              input_interval, interval_through, robust_cross_entropy,
-                              subperturbation_weights)
+from robustops.bounds import (BoundedModule, certified_loss, input_interval, interval_through,
+                              robust_cross_entropy, subperturbation_weights)
 from robustops.reference import bounds as reference_bounds
 from robustops.reference import interval as reference
 
@@ -162,7 +140,7 @@ from bench.targets import Target, speedup_of, step_ratio_of, time_ratio_to
 FAMILY = "interval"
 LAYER_OPS = ("interval_linear", "interval_conv2d")
 ACTIVATION_OPS = ("interval_relu", "interval_mrelu", "interval_rbf")
-STEP_OPS = ("ibp_forward", "ibp_step", "crown_ibp_step", "gm_loss")
+STEP_OPS = ("ibp_forward", "ibp_step", "gm_loss")
 OPS = LAYER_OPS + ACTIVATION_OPS + STEP_OPS
 
 # The op cases' dtypes, among the run's.
@@ -179,15 +157,15 @@ ACTIVATION_NUMEL = 2**20
 OP_TIME = 0.4
 # Seconds of interleaved slices per variant of the model-level records, as a
 # multiple of the run's min_run_time, and the warm-up calls of every variant.
-STEP_TIMES = {"ibp_forward": 1.0, "ibp_step": 1.0, "crown_ibp_step": 1.0, "gm_loss": 1.0}
-WARMUPS = {"ibp_forward": 2, "ibp_step": 2, "crown_ibp_step": 1, "gm_loss": 1}
+STEP_TIMES = {"ibp_forward": 1.0, "ibp_step": 1.0, "gm_loss": 1.0}
+WARMUPS = {"ibp_forward": 2, "ibp_step": 2, "gm_loss": 1}
 
-# The certified losses. The ibp_step and crown_ibp_step records time the issue's
-# step, "bounds, robust loss, backward": kappa = 0, no clean pass (STEP_KAPPA); the
-# gm_loss record compares whole losses with the clean term (KAPPA) both ways.
+# The certified losses. The ibp_step record (and bench/crown.py's crown_ibp_step)
+# times the issue's step, "bounds, robust loss, backward": kappa = 0, no clean pass
+# (STEP_KAPPA); the gm_loss record compares whole losses with the clean term (KAPPA)
+# both ways.
 KAPPA = 0.5
 STEP_KAPPA = 0.0
-CROWN_BETA = 0.5
 GM_NS = (1, 4, 8)
 
 SEED = 0
@@ -198,13 +176,10 @@ LR, TIMED_LR, MOMENTUM = 0.01, 0.0, 0.9
 # The model-level checks: float64, on the first CHECK_BATCH samples.
 CHECK_BATCH = 64
 F64 = dict(rtol=1e-10, atol=1e-10)
-# Sampled points of the ball in the CROWN soundness check (per sample).
-SOUNDNESS_POINTS = 16
 
 # Variants of the model-level records.
 PLAIN_FORWARD, IBP, REFERENCE_IBP = "plain forward", "robustops IBP", "reference IBP"
-PLAIN, IBP_STEP, CROWN_STEP = "plain", "IBP", "CROWN-IBP"
-CROWN_LOSS_STEP = "CROWN-IBP loss fusion"
+PLAIN, IBP_STEP = "plain", "IBP"
 SEPARATE, BATCHED = "N separate passes", "one batched pass"
 
 
@@ -354,14 +329,6 @@ TARGETS = [
 ] + [
     Target("ibp_step", f"step time {IBP_STEP} / {PLAIN}", step_ratio_of(IBP_STEP), 2.1,
            at_least=False, numel=None, size=net.label)
-    for net in NETS
-] + [
-    Target("crown_ibp_step", f"step time {CROWN_STEP} / {PLAIN}", step_ratio_of(CROWN_STEP), 12.0,
-           at_least=False, numel=None, size=net.label)
-    for net in NETS
-] + [
-    Target("crown_ibp_step", f"step time {CROWN_LOSS_STEP} / {PLAIN}",
-           step_ratio_of(CROWN_LOSS_STEP), 4.0, at_least=False, numel=None, size=net.label)
     for net in NETS
 ] + [
     # N = 1: one pass either way, the same work (the ratio is 1 up to noise): no target
@@ -632,17 +599,6 @@ def _ibp_step(net, model, x, y, lr, **_):
         bounded, x, y, net.eps, n=1, kappa=STEP_KAPPA, method="ibp").loss)
 
 
-def _crown_step(net, model, x, y, lr, bound="margins", **_):
-    bounded = BoundedModule(model)
-    return _train_step(model, lr, lambda: certified_loss(
-        bounded, x, y, net.eps, n=1, kappa=STEP_KAPPA, method="crown-ibp", beta=CROWN_BETA,
-        bound=bound).loss)
-
-
-def _crown_loss_step(net, model, x, y, lr, **_):
-    return _crown_step(net, model, x, y, lr, bound="loss")
-
-
 def _batched_step(net, model, x, y, lr, n=1):
     bounded = BoundedModule(model)
     return _train_step(model, lr, lambda: certified_loss(
@@ -734,6 +690,19 @@ def _forward_check(net: Net, device: torch.device) -> Callable[[], str]:
     return check
 
 
+def _net_info(net: Net) -> dict:
+    """What a model-level record of the net says about it (its JSON info)."""
+    return {"model": net.name, "batch": net.batch, "input_shape": list(net.input_shape),
+            "eps": net.eps, "layers": [f"{l.name} {_shape(l.out_shape)}" for l in LAYERS[net.name]]}
+
+
+def _train_info() -> dict:
+    """What a training-step record says about the training (its JSON info, after the
+    net's)."""
+    return {"optimizer": f"SGD(lr={TIMED_LR}, momentum={MOMENTUM}) timed, lr={LR} in the check",
+            "kappa": STEP_KAPPA}
+
+
 def _training_steps(net: Net, device: torch.device, variants: dict,
                     settings: Optional[dict] = None) -> Callable[[], dict]:
     def make() -> dict:
@@ -757,85 +726,6 @@ def _ibp_step_check(net: Net, device: torch.device) -> Callable[[], str]:
                 "loss with the margins of robustops.reference.bounds.ibp_margins does "
                 "(assert_close per parameter, rtol=1e-9, atol=1e-9 x its largest update)")
     return check
-
-
-def _crown_check(net: Net, device: torch.device) -> Callable[[], str]:
-    def check() -> str:
-        with no_tf32(device):
-            model, x, y = _check_data(net, device)
-            bounded = BoundedModule(model)
-            with torch.no_grad():
-                ibp = bounded.ibp_margins(x, y, net.eps)
-                crown0 = crown_ibp_margins(bounded, x, y, net.eps, beta=0.0)
-                crown = crown_ibp_margins(bounded, x, y, net.eps, beta=1.0)
-                fused0 = crown_ibp_loss(bounded, x, y, net.eps, beta=0.0)
-                fused = crown_ibp_loss(bounded, x, y, net.eps, beta=1.0)
-                # the margins z_y - z_j and the cross-entropy at x and at points of the
-                # clipped ball
-                l, u = _ball(x, net.eps)
-                gen = torch.Generator(device=device).manual_seed(SEED + 7)
-                points = [x]
-                for k in range(SOUNDNESS_POINTS):
-                    t = torch.rand(x.shape, generator=gen, device=device, dtype=x.dtype)
-                    points.append(l + (u - l) * (t.round() if k % 2 == 0 else t))
-                logits = [model(p) for p in points]
-                worst = torch.stack([_margins_of(z, y) for z in logits]).amin(0)
-                worst_ce = torch.stack([F.cross_entropy(z, y, reduction="none")
-                                        for z in logits]).amax(0)
-            try:
-                torch.testing.assert_close(crown0, ibp, **F64)
-            except AssertionError as e:
-                raise CorrectnessError(f"crown_ibp_step {net.label}: crown_ibp_margins(beta=0) "
-                                       f"are not the IBP margins: {e}") from e
-            slack = (worst - crown).min().item()
-            if not slack >= -1e-9:
-                raise CorrectnessError(f"crown_ibp_step {net.label}: the CROWN-IBP bound exceeds a "
-                                       f"sampled margin by {-slack:.3g}: unsound")
-            try:
-                torch.testing.assert_close(fused0, robust_cross_entropy(ibp, reduction="none"),
-                                           **F64)
-            except AssertionError as e:
-                raise CorrectnessError(f"crown_ibp_step {net.label}: crown_ibp_loss(beta=0) is not "
-                                       f"the robust cross-entropy of the IBP margins: {e}") from e
-            loss_slack = (fused - worst_ce).min().item()
-            if not loss_slack >= -1e-9:
-                raise CorrectnessError(f"crown_ibp_step {net.label}: the loss fusion bound is "
-                                       f"below a sampled cross-entropy by {-loss_slack:.3g}: "
-                                       "unsound")
-            margins_bound = robust_cross_entropy(crown, reduction="none")
-            fused_mean, margins_mean = fused.mean().item(), margins_bound.mean().item()
-            for bound, what in (("margins", CROWN_STEP), ("loss", CROWN_LOSS_STEP)):
-                model.zero_grad()
-                certified_loss(bounded, x, y, net.eps, n=1, kappa=STEP_KAPPA, method="crown-ibp",
-                               beta=CROWN_BETA, bound=bound).loss.backward()
-                missing = [n for n, p in model.named_parameters()
-                           if p.grad is None or not bool(torch.isfinite(p.grad).all())]
-                if missing:
-                    raise CorrectnessError(f"crown_ibp_step {net.label}: the {what} loss gives no "
-                                           f"finite gradient for {missing}")
-        gap = fused_mean - margins_mean
-        comparison = (f"the margins' bound is tighter by {gap:.3g} ({fused_mean / margins_mean:.3g}x)"
-                      if gap > 0 else f"the fused bound is the tighter, by {-gap:.3g}")
-        return (f"{net.label}, float64, the first {CHECK_BATCH} samples: crown_ibp_margins with "
-                "beta=0 equal the IBP margins (assert_close, rtol=atol=1e-10); with beta=1 they "
-                f"are below the network's margins at x and at {SOUNDNESS_POINTS} points of the "
-                f"clipped ball (corners and uniform points; least slack {slack:.3g}); "
-                "crown_ibp_loss with beta=0 equals the robust cross-entropy of the IBP margins "
-                "(assert_close, rtol=atol=1e-10); with beta=1 it is above the network's "
-                f"cross-entropy at the same points (least slack {loss_slack:.3g}); the CROWN-IBP "
-                f"loss (beta={CROWN_BETA}) gives every parameter a finite gradient, with "
-                "bound='margins' and bound='loss'. Mean over the samples at eps, beta=1: the "
-                f"fused bound {fused_mean:.4g}, the margins' robust cross-entropy "
-                f"{margins_mean:.4g}: {comparison}")
-    return check
-
-
-def _margins_of(z: Tensor, y: Tensor) -> Tensor:
-    """z_y - z_j for every j != y: [N, K - 1]."""
-    n, k = z.shape
-    others = torch.ones(n, k, dtype=torch.bool, device=z.device)
-    others[torch.arange(n, device=z.device), y] = False
-    return (z.gather(1, y[:, None]) - z)[others].reshape(n, k - 1)
 
 
 def _gm_check(net: Net, device: torch.device, n: int) -> Callable[[], str]:
@@ -874,11 +764,7 @@ def steps(config: Config) -> list[StepCase]:
         return STEP_TIMES[op] * config.min_run_time
 
     for net in NETS:
-        info = {"model": net.name, "batch": net.batch, "input_shape": list(net.input_shape),
-                "eps": net.eps, "layers": [f"{l.name} {_shape(l.out_shape)}"
-                                           for l in LAYERS[net.name]]}
-        train = {"optimizer": f"SGD(lr={TIMED_LR}, momentum={MOMENTUM}) timed, lr={LR} in the "
-                              "check", "kappa": STEP_KAPPA}
+        info, train = _net_info(net), _train_info()
         fwd_notes = [] if dev.type == "cpu" else [
             f"no {REFERENCE_IBP} on {dev.type}: robustops.reference.bounds.ibp_margins builds "
             "its specification on the cpu"]
@@ -894,16 +780,6 @@ def steps(config: Config) -> list[StepCase]:
             check=_ibp_step_check(net, dev), baseline=PLAIN,
             info={**info, **train, "loss": "certified_loss(n=1, method='ibp')"},
             min_run_time=run_time("ibp_step"), warmup=WARMUPS["ibp_step"]))
-        out.append(StepCase(
-            family=FAMILY, op="crown_ibp_step", dtype=torch.float32, device=dev, label=net.label,
-            make_steps=_training_steps(net, dev, {PLAIN: _plain_step, CROWN_STEP: _crown_step,
-                                                  CROWN_LOSS_STEP: _crown_loss_step}),
-            check=_crown_check(net, dev), baseline=PLAIN,
-            info={**info, **train,
-                  "loss": f"{CROWN_STEP}: certified_loss(n=1, method='crown-ibp', "
-                          f"beta={CROWN_BETA}, bound='margins'); {CROWN_LOSS_STEP}: the same "
-                          "with bound='loss' (crown_ibp_loss)"},
-            min_run_time=run_time("crown_ibp_step"), warmup=WARMUPS["crown_ibp_step"]))
     for net in NETS:
         for n in GM_NS:
             out.append(StepCase(

@@ -55,7 +55,7 @@ from bench.timing import (
 )
 
 # The op families, one module bench/<name>.py each (see bench/__init__.py).
-FAMILIES: tuple[str, ...] = ("saf", "bang", "interval", "p4", "spp", "attacks")
+FAMILIES: tuple[str, ...] = ("saf", "bang", "interval", "crown", "p4", "spp", "attacks")
 
 # Training steps: every variant runs STEP_TIME * min_run_time seconds of
 # interleaved slices: the ratios to the baseline step are small differences of

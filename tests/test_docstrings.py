@@ -39,6 +39,7 @@ PUBLIC_MODULES = (
     "robustops.reference.saf",
     "robustops.reference.bang",
     "robustops.reference.interval",
+    "robustops.reference.crown",
     "robustops.reference.bounds",
     "robustops.reference.p4",
     "robustops.reference.spp",

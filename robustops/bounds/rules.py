@@ -34,9 +34,10 @@ from torch import Tensor, nn
 
 from robustops import ops
 from robustops.nn.p4 import (P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool,
-                             P4SpatialPyramidPool, SpatialPyramidPool, _P4Conv)
+                             P4SpatialPyramidPool, _P4Conv)
 from robustops.nn.saf import RBF, MReLU
-from robustops.reference import bounds as ref_bounds
+from robustops.nn.spp import SpatialPyramidPool
+from robustops.reference import crown as ref_crown
 from robustops.reference import saf
 
 __all__ = ["BoundRule", "register_bound_rule", "bound_rule", "supported_types"]
@@ -309,7 +310,7 @@ for _type, _rule in [
     (nn.Linear, BoundRule(_linear_interval, back=_linear_back)),
     (nn.Conv2d, BoundRule(_conv_interval, back=_conv_back)),
     (nn.ReLU, BoundRule(_activation_interval(ops.interval_relu),
-                        relax=lambda layer, l, u: ref_bounds.relu_relaxation(l, u),
+                        relax=lambda layer, l, u: ref_crown.relu_relaxation(l, u),
                         fused=lambda layer, a, l, u: ops.crown_relu(a, l, u))),
     (MReLU, BoundRule(_activation_interval(ops.interval_mrelu), relax=_saf_relaxation)),
     (RBF, BoundRule(_activation_interval(ops.interval_rbf), relax=_saf_relaxation)),

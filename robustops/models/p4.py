@@ -35,8 +35,8 @@ from typing import Callable, Sequence, Union
 import torch
 
 from robustops._checks import check_choice, check_int
-from robustops.nn.p4 import (P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool, P4SpatialPyramidPool,
-                             SpatialPyramidPool)
+from robustops.nn.p4 import P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool, P4SpatialPyramidPool
+from robustops.nn.spp import SpatialPyramidPool
 
 __all__ = ["standard_cnn", "symmetric_cnn", "p4cnn", "P4CNN", "wang_cnn", "parameter_count", "matched_width"]
 

@@ -1,5 +1,6 @@
 """Symmetry enforcement (Wang et al., after Cohen & Welling 2016 and He et al. 2015):
-p4 group convolutions, rotation pooling, p4 batch norm and spatial pyramid pooling.
+p4 group convolutions, rotation pooling, p4 batch norm and the rotation-invariant
+spatial pyramid pooling head (the plain SpatialPyramidPool is robustops.nn.spp's).
 
 A p4 feature map is [B, C, 4, H, W]: one plane per rotation by r x 90 degrees. The
 group acts on it by grot(y, k) = rot90(roll(y, k, dim=2), k, dims=(3, 4)), and the
@@ -24,6 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustops._checks import check_floating, check_int
+# SpatialPyramidPool lives in robustops.nn.spp (the spp family): re-exported here for
+# compatibility, so that `from robustops.nn.p4 import SpatialPyramidPool` and models
+# pickled under that path keep working. P4SpatialPyramidPool shares its level checks.
+from robustops.nn.spp import SpatialPyramidPool, _levels
 from robustops.ops import p4 as _p4
 from robustops.ops import spp as _spp
 
@@ -392,72 +397,6 @@ class P4BatchNorm(nn.BatchNorm3d):
         if x.shape[1] != self.num_features:
             raise ValueError(f"P4BatchNorm: the input has {x.shape[1]} channels, expected num_features="
                              f"{self.num_features}")
-
-
-def _levels(cls: str, levels) -> Tuple[int, ...]:
-    levels = (levels,) if isinstance(levels, int) else tuple(levels)
-    if not levels or len(levels) > 8 or not all(isinstance(n, int) and n >= 1 for n in levels):
-        raise ValueError(f"{cls}: argument 'levels' must be 1 to 8 positive ints, got {levels}")
-    return levels
-
-
-class SpatialPyramidPool(nn.Module):
-    """Spatial pyramid pooling (He et al. 2015): [B, C, H, W] -> [B, C * sum(n^2)] for
-    any H, W >= max(levels), with the bins of adaptive pooling; one fused op for all
-    levels (robustops.ops.spatial_pyramid_pool).
-
-    Args:
-        levels: the pyramid's levels n (an n x n grid of bins each): 1 to 8 positive
-            ints, or one int; default (1, 2, 4).
-        mode: ``"max"`` (default) or ``"mean"`` pooling in each bin.
-
-    Shape:
-        input: [B, C, H, W], floating point; output: [B, C * sum(n^2 for n in
-        levels)], level by level, channel-major within a level.
-
-    Raises:
-        ValueError: bad ``levels`` or ``mode``.
-    """
-
-    def __init__(self, levels: Sequence[int] = (1, 2, 4), mode: str = "max"):
-        super().__init__()
-        self.levels = _levels("SpatialPyramidPool", levels)
-        if mode not in ("max", "mean"):
-            raise ValueError(f"SpatialPyramidPool: argument 'mode' must be 'max' or 'mean', got {mode!r}")
-        self.mode = mode
-
-    def extra_repr(self) -> str:
-        """The levels and mode, shown in the module's repr."""
-        return f"levels={self.levels}, mode={self.mode!r}"
-
-    def output_size(self, channels: int) -> int:
-        """The number of features per sample for an input of ``channels`` channels
-        (the in_features of the linear layer after it).
-
-        Args:
-            channels: the input's channels C.
-
-        Returns:
-            ``channels * sum(n^2 for n in levels)``.
-        """
-        return channels * sum(n * n for n in self.levels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Pool ``x`` at every level and concatenate.
-
-        Args:
-            x: [B, C, H, W], floating point, H and W >= max(levels).
-
-        Returns:
-            [B, output_size(C)] in the dtype of ``x``.
-
-        Raises:
-            TypeError: ``x`` is not a floating-point tensor.
-            ValueError: ``x`` is not 4-d or is smaller than the largest level (the op's
-                checks).
-        """
-        check_floating("SpatialPyramidPool", "x", x)  # the op checks the rest, naming itself
-        return _spp.spatial_pyramid_pool(x, self.levels, self.mode)
 
 
 def _orbits(n: int) -> Tensor:

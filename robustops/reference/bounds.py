@@ -6,6 +6,9 @@ center/radius form of robustops.bounds: the oracle of its tests. The formulas::
                            (W+ = max(W, 0), W- = min(W, 0))
     monotone f:            [f(l), f(u)]
     unimodal f (peak at 0): [min(f(l), f(u)), f(0) if l <= 0 <= u else max(f(l), f(u))]
+
+The CROWN references (crown_relax, relu_relaxation, crown_relu) are
+robustops.reference.crown's; their names here remain for compatibility.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from torch import Tensor, nn
 
 from robustops.nn.saf import RBF, MReLU
 from robustops.reference import saf
+# The CROWN references live in robustops.reference.crown (the crown family's):
+# re-exported here for compatibility with `from robustops.reference.bounds import
+# crown_relax` and `robustops.reference.bounds.crown_relu`.
+from robustops.reference.crown import crown_relax, crown_relu, relu_relaxation
 
 __all__ = ["ibp", "ibp_margins", "crown_relax", "relu_relaxation", "crown_relu"]
 
@@ -88,34 +95,3 @@ def ibp_margins(layers: List[nn.Module], l: Tensor, u: Tensor, y: Tensor) -> Ten
     k = l.shape[1]
     return torch.stack([torch.stack([l[i, y[i]] - u[i, j] for j in range(k) if j != y[i]])
                         for i in range(len(y))])
-
-
-def crown_relax(a: Tensor, lower_slope: Tensor, lower_intercept: Tensor, upper_slope: Tensor,
-                upper_intercept: Tensor) -> Tuple[Tensor, Tensor]:
-    """CROWN's back-substitution of A [N, S, ...] through a linear relaxation [N, ...]
-    (the oracle of robustops.ops.crown_relax), straight from the formula:
-    (A+ a_lo + A- a_up, sum over each row of A+ b_lo + A- b_up)."""
-    pos, neg = a.clamp(min=0), a.clamp(max=0)
-    lo_a, lo_b, up_a, up_b = (t.unsqueeze(1) for t in (lower_slope, lower_intercept, upper_slope, upper_intercept))
-    return pos * lo_a + neg * up_a, (pos * lo_b + neg * up_b).flatten(2).sum(-1)
-
-
-def relu_relaxation(l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """ReLU's CROWN relaxation on [l, u], (a_lo, b_lo, a_up, b_up): dead (u <= 0)
-    0 <= relu <= 0; alive (l >= 0) x <= relu <= x; mixed the chord above and the
-    adaptive lower slope [u > -l] below (b_lo = 0). NaN ends count as mixed (NaN
-    upper lines)."""
-    zero, one = torch.zeros_like(l), torch.ones_like(l)
-    dead, alive = u <= 0, l >= 0
-    mixed = ~dead & ~alive
-    width = torch.where(mixed, u - l, one)
-    a_up = torch.where(dead, zero, torch.where(alive, one, u / width))
-    b_up = torch.where(mixed, -l * u / width, zero)
-    a_lo = torch.where(dead, zero, torch.where(alive, one, (u > -l).to(l.dtype)))
-    return a_lo, zero, a_up, b_up
-
-
-def crown_relu(a: Tensor, lower: Tensor, upper: Tensor) -> Tuple[Tensor, Tensor]:
-    """crown_relax through ReLU's relaxation of [lower, upper] (the oracle of
-    robustops.ops.crown_relu), differentiable in a, lower and upper by autograd."""
-    return crown_relax(a, *relu_relaxation(lower, upper))

@@ -1,4 +1,4 @@
-"""robustops.nn p4 layers and spatial pyramid pooling:
+"""robustops.nn p4 layers:
 
 - P4ConvZ2 / P4ConvP4: the equivariance laws (exact in float64) for odd and even
   kernels, padding, bias, dilation and stride 2 where the strided grid is symmetric,
@@ -7,12 +7,11 @@
   bias gradients); gradcheck; the eval-mode filter cache (reuse, invalidation,
   state_dict, gradients, dtype and device moves); bad input.
 - P4Pool, P4MaxPool2d, P4AvgPool2d, P4BatchNorm against their plain-torch meanings.
-- SpatialPyramidPool / robustops.ops.spatial_pyramid_pool: fixed output size,
-  agreement with robustops.reference.spp (ties and NaN included), gradcheck, double
-  backward and bad input (opcheck, torch.compile and the fallback of the ops:
-  tests/ops/test_contract.py).
 - P4SpatialPyramidPool: rotation invariance, output_size, agreement with a
   straightforward reference (rotation pool, adaptive pool, orbit pool), bad input.
+
+The plain SpatialPyramidPool and its op, robustops.ops.spatial_pyramid_pool (the spp
+family): tests/nn/test_spp.py and tests/ops/test_spp.py.
 """
 
 from __future__ import annotations
@@ -26,11 +25,9 @@ from torch.testing import assert_close
 
 import robustops
 from robustops import _extension
-from robustops.nn import (P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool,
-                          P4SpatialPyramidPool, SpatialPyramidPool)
+from robustops.nn import P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool, P4SpatialPyramidPool
 from robustops.ops import spatial_pyramid_pool
 from robustops.ops import p4 as p4_ops
-from robustops.reference import spp as ref_spp
 from robustops.reference.p4 import grot, p4_conv
 from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 
@@ -459,172 +456,6 @@ def test_p4_batch_norm():
 
 
 # ---------------------------------------------------------------------------------
-# SpatialPyramidPool / robustops.ops.spatial_pyramid_pool
-
-SIZES = [(4, 4), (5, 5), (4, 9), (7, 5), (8, 8), (13, 6), (16, 16), (37, 23)]
-
-
-@pytest.mark.parametrize("mode", ["max", "mean"])
-def test_spp_output_size_is_fixed(mode):
-    pool = SpatialPyramidPool(mode=mode)
-    assert pool.output_size(3) == 3 * 21
-    for h, w in SIZES:
-        x = _randn(2, 3, h, w)
-        out = pool(x)
-        assert out.shape == (2, 3 * 21), (h, w)
-        assert torch.equal(out, spatial_pyramid_pool(x, (1, 2, 4), mode))
-    pool = SpatialPyramidPool((3, 1), mode)
-    assert pool(_randn(1, 2, 5, 3)).shape == (1, 2 * 10) and pool.output_size(2) == 20
-    assert SpatialPyramidPool(2, mode)(_randn(1, 2, 5, 3)).shape == (1, 8)
-
-
-def _spp_input(h, w, dtype, device, nan):
-    x = _randn(2, 3, h, w, seed=h * 100 + w).to(dtype)
-    x[0, 1] = 1.5                 # a constant plane: every bin ties
-    x[1, 0, ::2] = x[1, 0, 1::2].max()  # whole rows tied at the plane's maximum
-    if nan:
-        x[1, 1, h // 2, w // 3] = float("nan")
-        x[1, 2, 0, 0] = float("nan")
-        x[1, 2, -1, -1] = float("nan")
-    return x.to(device)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("mode", ["max", "mean"])
-def test_spp_against_reference(mode, dtype, device):
-    levels = (1, 2, 4)
-    for h, w in SIZES:
-        what = f"{h}x{w}"
-        x = _spp_input(h, w, dtype, device, nan=(mode == "max"))
-        xg = x.clone().requires_grad_()
-        out = spatial_pyramid_pool(xg, levels, mode)
-        assert out.shape == (2, 3 * 21) and out.dtype == dtype and out.device == x.device
-        g = torch.randn(out.shape, dtype=F64).to(dtype)
-        (got,) = torch.autograd.grad(out, xg, g.to(device))
-
-        x64 = x.double().cpu().requires_grad_()
-        want_out = ref_spp.spatial_pyramid_pool(x64, levels, mode)
-        (want,) = torch.autograd.grad(want_out, x64, g.double())
-        if mode == "max":
-            # A selection: the same values as the reference in the input's dtype (the
-            # float64 reference sees the same, exactly converted values and ties). The
-            # element chosen is adaptive_max_pool2d's: the first maximum of the bin in
-            # row-major order, NaN winning (the last NaN); ties and NaN included, the
-            # saved indices equal adaptive_max_pool2d's, so the gradient lands on the
-            # same elements and equals the reference's up to summation order.
-            ref_out = ref_spp.spatial_pyramid_pool(x, levels, mode)
-            assert_close(out.detach(), ref_out, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{what}: {m}")
-            _, idx = torch.ops.robustops.spp_max(x, list(levels))
-            ref_idx = torch.cat([F.adaptive_max_pool2d(x, n, return_indices=True)[1].flatten(1) for n in levels], 1)
-            assert torch.equal(idx, ref_idx), what
-            assert out.isnan().any()  # the NaN inputs won their bins
-        else:
-            _assert_close_scaled(out, want_out, ref_spp.spatial_pyramid_pool(x64.detach().abs(), levels, mode),
-                                 dtype, f"{what} forward")
-        (scale,) = torch.autograd.grad(ref_spp.spatial_pyramid_pool(x64, levels, mode), x64, g.double().abs())
-        _assert_close_scaled(got, want, scale, dtype, f"{what} backward")
-
-
-def test_spp_ties_and_nan_by_hand():
-    # an all-constant 4 x 4 plane: each bin's gradient goes to its top-left element
-    x = torch.full((1, 1, 4, 4), 2.0, dtype=F64, requires_grad=True)
-    out = spatial_pyramid_pool(x)
-    assert torch.equal(out.detach(), torch.full((1, 21), 2.0, dtype=F64))
-    (g,) = torch.autograd.grad(out.sum(), x)
-    want = torch.zeros(4, 4, dtype=F64)
-    want[0, 0] += 1                   # level 1
-    want[0::2, 0::2] += 1             # level 2: bins of 2 x 2
-    want += 1                         # level 4: every element is a bin
-    assert torch.equal(g[0, 0], want)
-    # a NaN wins its bins (and the levels above)
-    x = torch.arange(16.0, dtype=F64).view(1, 1, 4, 4)
-    x[0, 0, 3, 0] = float("nan")
-    out = spatial_pyramid_pool(x, (1, 2))
-    assert out[0, 0].isnan() and out[0, 3].isnan()
-    assert torch.equal(out[0, [1, 2, 4]], torch.tensor([5.0, 7.0, 15.0], dtype=F64))
-    # mean: NaN reaches exactly the bins that hold it
-    out = spatial_pyramid_pool(x, (1, 2), "mean")
-    assert out[0, 0].isnan() and out[0, 3].isnan() and not out[0, [1, 2, 4]].isnan().any()
-    assert torch.equal(out[0, [1, 2, 4]], torch.tensor([2.5, 4.5, 12.5], dtype=F64))
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_spp_gradcheck(device):
-    for h, w in ((5, 7), (8, 4)):
-        x = _randn(2, 2, h, w, device=device).requires_grad_()
-        assert torch.autograd.gradcheck(lambda t: spatial_pyramid_pool(t, (1, 2, 4), "mean"), (x,))
-        # max: distinct values at least 1/(h w) apart, so finite differences keep the argmax
-        distinct = torch.randperm(2 * 2 * h * w, generator=torch.Generator().manual_seed(h)).to(F64)
-        distinct = (distinct / (h * w)).view(2, 2, h, w).to(device).requires_grad_()
-        assert torch.autograd.gradcheck(lambda t: spatial_pyramid_pool(t, (1, 3, 2), "max"), (distinct,))
-
-
-def test_spp_double_backward():
-    x = _randn(1, 2, 5, 5).requires_grad_()
-    w = _randn(2 * 21, seed=1).requires_grad_()
-    for mode in ("mean", "max"):
-        grads = []
-        for f in (spatial_pyramid_pool, ref_spp.spatial_pyramid_pool):
-            (gx,) = torch.autograd.grad((f(x, (1, 2, 4), mode) * w).sum(), x, create_graph=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # no "not used in the graph" warning
-                grads.append(torch.autograd.grad(gx.square().sum() + w.sum(), w)[0])
-        assert_close(grads[0], grads[1])
-
-
-def test_spp_bad_input():
-    x = _randn(2, 3, 5, 6)
-    op = "robustops.ops.spatial_pyramid_pool"
-    with pytest.raises(ValueError, match=f"{op}: argument 'x' has 3x6 planes, smaller than the largest "
-                                         "pyramid level 4"):
-        spatial_pyramid_pool(x[:, :, :3])
-    with pytest.raises(ValueError, match="argument 'x' has 5x2 planes"):
-        spatial_pyramid_pool(x[..., :2], (1, 3))
-    for levels in (0, (1, 0), (2, -1), (), [], tuple(range(1, 10)), (1.0, 2), (2, "4")):
-        with pytest.raises(ValueError, match=f"{op}: argument 'levels' must be 1 to 8 positive ints"):
-            spatial_pyramid_pool(x, levels)
-    spatial_pyramid_pool(x, tuple(range(1, 6)) + (1, 1, 1))  # 8 levels is the most
-    with pytest.raises(ValueError, match=f"{op}: argument 'mode' must be 'max' or 'mean'"):
-        spatial_pyramid_pool(x, mode="avg")
-    with pytest.raises(ValueError, match=r"argument 'x' must have shape \[B, C, H, W\]"):
-        spatial_pyramid_pool(x[0])
-    with pytest.raises(ValueError, match=r"argument 'x' must have shape \[B, C, H, W\]"):
-        spatial_pyramid_pool(x.unsqueeze(2))
-    with pytest.raises(TypeError, match="argument 'x' must be a floating-point tensor"):
-        spatial_pyramid_pool(x.long())
-    with pytest.raises(TypeError, match="argument 'x' must be a Tensor"):
-        spatial_pyramid_pool(x.tolist())
-    # the modules
-    with pytest.raises(ValueError, match="SpatialPyramidPool: argument 'levels' must be 1 to 8 positive ints"):
-        SpatialPyramidPool((1, 0))
-    with pytest.raises(ValueError, match="SpatialPyramidPool: argument 'levels'"):
-        SpatialPyramidPool(())
-    with pytest.raises(ValueError, match="SpatialPyramidPool: argument 'mode'"):
-        SpatialPyramidPool(mode="min")
-    with pytest.raises(ValueError, match="SpatialPyramidPool: argument 'levels' must be 1 to 8"):
-        SpatialPyramidPool(tuple(range(1, 10)))  # caught when built
-    with pytest.raises(ValueError, match="argument 'x' has 3x6 planes"):
-        SpatialPyramidPool()(x[:, :, :3])
-    # the ops themselves check too, naming the argument
-    with pytest.raises(RuntimeError, match="robustops::spp_max: argument 'levels' must be positive"):
-        torch.ops.robustops.spp_max(x, [1, 0])
-    with pytest.raises(RuntimeError, match="robustops::spp_mean: argument 'levels' must hold 1 to 8"):
-        torch.ops.robustops.spp_mean(x, [])
-    with pytest.raises(RuntimeError, match="robustops::spp_mean: argument 'levels' must hold 1 to 8"):
-        torch.ops.robustops.spp_mean(x, list(range(1, 10)))
-    with pytest.raises(RuntimeError, match="robustops::spp_max: argument 'x' has 5x6 planes"):
-        torch.ops.robustops.spp_max(x, [1, 6])
-    with pytest.raises(RuntimeError, match="robustops::spp_mean: argument 'x' must have shape"):
-        torch.ops.robustops.spp_mean(x[0], [1])
-    out, idx = torch.ops.robustops.spp_max(x, [1, 2])
-    with pytest.raises(RuntimeError, match="_spp_max_backward: argument 'indices' must be an int64 tensor"):
-        torch.ops.robustops._spp_max_backward(out, idx.int(), [1, 2], 5, 6)
-    with pytest.raises(RuntimeError, match="_spp_mean_backward: argument 'grad' must have shape"):
-        torch.ops.robustops._spp_mean_backward(out[:, :7], [1, 2], 5, 6)
-
-
-# ---------------------------------------------------------------------------------
 # P4SpatialPyramidPool
 
 
@@ -751,8 +582,7 @@ def test_layers_reject_integer_and_non_tensor_input():
     x = torch.ones(2, 3, 4, 6, 6, dtype=torch.long)
     layers = {"P4ConvZ2": (P4ConvZ2(3, 4, 3), x[:, :, 0]), "P4ConvP4": (P4ConvP4(3, 4, 3), x),
               "P4Pool": (P4Pool(), x), "P4MaxPool2d": (P4MaxPool2d(2), x), "P4AvgPool2d": (P4AvgPool2d(2), x),
-              "P4SpatialPyramidPool": (P4SpatialPyramidPool(), x),
-              "SpatialPyramidPool": (SpatialPyramidPool(), x[:, :, 0])}
+              "P4SpatialPyramidPool": (P4SpatialPyramidPool(), x)}
     for name, (layer, inp) in layers.items():
         with pytest.raises(TypeError, match=f"^{name}: argument 'x' must be a floating-point tensor, got torch.int64"):
             layer(inp)

@@ -1,4 +1,4 @@
-"""robustops.ops.crown_relax: agreement with robustops.reference.bounds.crown_relax
+"""robustops.ops.crown_relax: agreement with robustops.reference.crown.crown_relax
 over devices, dtypes and awkward shapes (forward and every gradient), the tie at
 A = 0, NaN, empty shapes and bad input. opcheck, gradcheck, torch.compile and the
 fallback: tests/ops/test_contract.py."""
@@ -10,7 +10,7 @@ import torch
 from torch.testing import assert_close
 
 from robustops.ops import crown_relax
-from robustops.reference import bounds as ref
+from robustops.reference import crown as ref
 from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 
 # (N, S, trailing shape): one element, one row, rows longer than the CPU block

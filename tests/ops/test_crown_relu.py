@@ -1,5 +1,5 @@
 """robustops.ops.crown_relu (crown_relax through ReLU's relaxation computed in the
-kernel from the interval): agreement with robustops.reference.bounds.crown_relu over
+kernel from the interval): agreement with robustops.reference.crown.crown_relu over
 devices, dtypes and awkward shapes (forward and the gradients of a, lower and
 upper), every region of the relaxation (dead, alive, mixed, points, ends on 0), NaN,
 empty shapes and bad input. opcheck, gradcheck, torch.compile and the fallback:
@@ -12,7 +12,7 @@ import torch
 from torch.testing import assert_close
 
 from robustops.ops import crown_relu
-from robustops.reference import bounds as ref
+from robustops.reference import crown as ref
 from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 from tests.ops.test_crown import SHAPES
 
