@@ -20,8 +20,7 @@ using bang::acc_t;
 template <typename scalar_t>
 void sum_squares_per_sample(const bang::Batch& b, acc_t* out) {
   const scalar_t* data = b.data.const_data_ptr<scalar_t>();
-  const int64_t grain = std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(b.d, 1));
-  at::parallel_for(0, b.n, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, b.n, cpu::grain_for(b.d), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       out[i] = cpu::sum_squares(data + i * b.d, b.d);
     }

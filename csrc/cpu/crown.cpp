@@ -224,10 +224,6 @@ ROBUSTOPS_CPU_CLONES void relu_backward_sample(const scalar_t* __restrict__ g, c
   }
 }
 
-int64_t grain(int64_t per_item) {
-  return std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(per_item, 1));
-}
-
 std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Tensor& lower_slope,
                                                const at::Tensor& lower_intercept, const at::Tensor& upper_slope,
                                                const at::Tensor& upper_intercept) {
@@ -247,7 +243,7 @@ std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Te
     }
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
     scalar_t* pd = d.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n * s, grain(m), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n * s, cpu::grain_for(m), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t off = (row / s) * m;
         const scalar_t* const r[4] = {rel[0] + off, rel[1] + off, rel[2] + off, rel[3] + off};
@@ -283,7 +279,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crown_rel
       grel[i] = gr[i].mutable_data_ptr<scalar_t>();
     }
     scalar_t* pga = ga.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, grain(s * m), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n, cpu::grain_for(s * m), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t off = i * s * m, roff = i * m;
         const scalar_t* const r[4] = {rel[0] + roff, rel[1] + roff, rel[2] + roff, rel[3] + roff};
@@ -309,7 +305,7 @@ std::tuple<at::Tensor, at::Tensor> crown_relu(const at::Tensor& a, const at::Ten
     const scalar_t* pu = in.relax[1].const_data_ptr<scalar_t>();
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
     scalar_t* pd = d.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n * s, grain(m), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n * s, cpu::grain_for(m), [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t off = (row / s) * m;
         pd[row] = static_cast<scalar_t>(relu_forward_row<scalar_t>(pa + row * m, pl + off, pu + off, po + row * m, m));
@@ -339,7 +335,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> crown_relu_backward(const at::Ten
     scalar_t* pga = ga.mutable_data_ptr<scalar_t>();
     scalar_t* pgl = gl.mutable_data_ptr<scalar_t>();
     scalar_t* pgu = gu.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, grain(s * m), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n, cpu::grain_for(s * m), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t off = i * s * m, roff = i * m;
         relu_backward_sample<scalar_t>(pg + off, pgd + i * s, pa + off, pl + roff, pu + roff, pga + off, pgl + roff,

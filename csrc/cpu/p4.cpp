@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <robustops/cpu_loops.h>
 #include <robustops/p4_host.h>
 
 #include <algorithm>
@@ -20,10 +21,7 @@ namespace {
 // inverse rotations and summed into it (the adjoint). The rotation is a template
 // argument and k a compile-time constant for the common sizes, so the block loops
 // unroll into plain strided copies. A filter has few blocks; the grain keeps small
-// filters serial.
-int64_t block_grain(int64_t kk) {
-  return std::max<int64_t>(1, 65536 / std::max<int64_t>(4 * kk, 1));
-}
+// filters serial (a block is worth 2 k^2 elements of work: read and write).
 
 // The index in a k x k block of the element that rot90(block, R)[y, x] reads.
 template <int R>
@@ -110,7 +108,7 @@ at::Tensor p4_filter(const at::Tensor& weight) {
     const scalar_t* src = w.const_data_ptr<scalar_t>();
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
     with_kernel_size(d.k, [&](auto K) {
-      at::parallel_for(0, d.o * d.i * d.s, block_grain(d.k * d.k), [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, d.o * d.i * d.s, cpu::grain_for(2 * d.k * d.k), [&](int64_t begin, int64_t end) {
         transform_blocks<decltype(K)::value>(src, dst, d, begin, end);
       });
     });
@@ -126,7 +124,7 @@ at::Tensor p4_filter_backward(const at::Tensor& grad, int64_t in_rotations) {
     const scalar_t* src = g.const_data_ptr<scalar_t>();
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
     with_kernel_size(d.k, [&](auto K) {
-      at::parallel_for(0, d.o * d.i * d.s, block_grain(d.k * d.k), [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, d.o * d.i * d.s, cpu::grain_for(2 * d.k * d.k), [&](int64_t begin, int64_t end) {
         adjoint_blocks<decltype(K)::value>(src, dst, d, begin, end);
       });
     });

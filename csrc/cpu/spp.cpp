@@ -19,10 +19,6 @@
 namespace robustops {
 namespace {
 
-int64_t grain(int64_t per_plane) {
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(per_plane, 1));
-}
-
 // The forward runs on groups of kLanes planes at once: the group is transposed into
 // a [H W, kLanes] buffer of the compute type (one read of the planes), and every bin
 // of every level is then pooled with kLanes-wide vector operations, one lane a plane;
@@ -108,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_,
     const scalar_t* px = x.const_data_ptr<scalar_t>();
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
     int64_t* pi = Max ? indices.mutable_data_ptr<int64_t>() : nullptr;
-    at::parallel_for(0, groups, grain(kLanes * hw * lv.count), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, groups, cpu::grain_for(kLanes * hw * lv.count), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> buf(hw * kLanes);
       acc_t value[kLanes];
       int64_t at[kLanes];
@@ -163,7 +159,7 @@ at::Tensor backward(const char* op, const at::Tensor& grad_, const at::Tensor* i
     const scalar_t* pg = grad.const_data_ptr<scalar_t>();
     const int64_t* pi = Max ? indices.const_data_ptr<int64_t>() : nullptr;
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, b * c, grain(hw * lv.count), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, b * c, cpu::grain_for(hw * lv.count), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> acc(hw);
       for (int64_t p = begin; p < end; ++p) {
         const int64_t s = p / c, ch = p % c, base = s * c * lv.total;

@@ -23,7 +23,7 @@ namespace {
 
 using bang::acc_t;
 
-constexpr int kThreads = 256;
+using cuda::kThreads;
 constexpr int64_t kChunk = kThreads * 16;  // elements of one sample per block
 constexpr int64_t kMaxChunks = 4096;       // per sample; blocks then stride
 constexpr int64_t kMaxSampleBlocks = 65535;  // gridDim.y; blocks then stride

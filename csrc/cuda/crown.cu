@@ -19,8 +19,8 @@
 namespace robustops {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65535 * 8;
+using cuda::blocks_for;
+using cuda::kThreads;
 
 // Where each element's relaxation comes from: four given lines (crown_relax), or
 // ReLU's relaxation of the interval [l, u] (crown_relu). load() gives the element's
@@ -112,11 +112,6 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* 
     }
     relax.store(idx, sum);
   }
-}
-
-unsigned blocks_for(int64_t items, int64_t per_block) {
-  return static_cast<unsigned>(cuda::cap_blocks(
-      std::min<int64_t>(std::max<int64_t>(1, (items + per_block - 1) / per_block), kMaxBlocks)));
 }
 
 std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Tensor& lower_slope,

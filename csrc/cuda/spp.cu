@@ -16,12 +16,8 @@
 namespace robustops {
 namespace {
 
-constexpr int kThreads = 256;
-
-unsigned blocks_for(int64_t n) {
-  return static_cast<unsigned>(
-      cuda::cap_blocks(std::min<int64_t>(std::max<int64_t>((n + kThreads - 1) / kThreads, 1), 65535 * 32)));
-}
+using cuda::blocks_for;
+using cuda::kThreads;
 
 template <bool Max, typename scalar_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,

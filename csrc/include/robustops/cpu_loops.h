@@ -32,6 +32,12 @@ namespace cpu {
 // Chunks smaller than this are not worth a thread.
 constexpr int64_t kGrainSize = 32768;
 
+// at::parallel_for's grain over items of `per_item` elements each: about kGrainSize
+// elements a chunk, at least one item.
+inline int64_t grain_for(int64_t per_item) {
+  return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(per_item, 1));
+}
+
 // Conversions between reduced-precision storage and float that the vectorizer can
 // handle. c10::Half and c10::BFloat16's own conversions branch (NaN, subnormals) and
 // keep the loops scalar; these are branch-free bit manipulations with the same

@@ -15,10 +15,6 @@
 namespace robustops {
 namespace cuda {
 
-constexpr int kThreads = 256;
-// Enough blocks to fill any current GPU several times over; the grid-stride loop
-// covers the rest.
-constexpr int64_t kMaxBlocks = 65536;
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
@@ -75,10 +71,7 @@ inline bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-inline dim3 grid_for(int64_t work_items) {
-  const int64_t blocks = (work_items + kThreads - 1) / kThreads;
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, cap_blocks(std::min(blocks, kMaxBlocks)))));
-}
+inline dim3 grid_for(int64_t work_items) { return dim3(blocks_for(work_items)); }
 
 // out[i] = f(x[i]) for i < n, on the current stream of the current device.
 template <typename scalar_t, typename F>

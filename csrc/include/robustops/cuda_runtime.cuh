@@ -13,10 +13,13 @@
 //   ROBUSTOPS_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(robustops, CUDA, m); in the lane the
 //                                 CPU kernels of the test-only namespace robustops_cuda_sim
 //   ROBUSTOPS_DEVICE_CODE          defined in device code and in the lane (math.h)
+//   cuda::kThreads, cuda::kMaxBlocks, cuda::blocks_for(items, per_block)
+//                                 every kernel's launch settings
 #pragma once
 
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -66,6 +69,20 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared
 }
 
 #endif
+
+// The launch settings of every kernel here, in one place: threads per block, and
+// the cap on a grid-striding kernel's blocks (enough to fill any current GPU several
+// times over; the grid-stride loop covers the rest).
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = int64_t{65535} * 32;
+
+// A grid dimension for `items` work items of `per_block` each: at least 1, at most
+// kMaxBlocks (and, in the lane, its test cap).
+inline unsigned blocks_for(int64_t items, int64_t per_block = kThreads) {
+  const int64_t blocks = (items + per_block - 1) / per_block;
+  return static_cast<unsigned>(std::max<int64_t>(1, cap_blocks(std::min<int64_t>(std::max<int64_t>(blocks, 1),
+                                                                                  kMaxBlocks))));
+}
 
 }  // namespace cuda
 }  // namespace robustops
