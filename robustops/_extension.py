@@ -6,16 +6,24 @@ built without kernels for the device of the input (CUDA kernels in a CPU-only bu
 say), the op runs the reference instead and emits one FallbackWarning per op and
 device. Set ROBUSTOPS_DISABLE_EXTENSION=1 to skip loading robustops._C altogether
 (the tests use it to check that the fallback gives the same numbers).
+
+An op module declares each op once, ``Op(name, reference=...)``, and its public
+function calls ``op.dispatch(device_type, *args)`` after checking the arguments; the
+module's fake kernels and autograd go in a function decorated with ``@register``,
+which runs only when robustops._C is loaded. ``kernels_disabled(*ops)`` switches
+kernels off for a while (the tests' one hook onto the fallback path).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from typing import Callable, Iterator, Optional
 
 import torch
 
-__all__ = ["FallbackWarning", "extension_info", "kernel_table", "warn_fallback"]
+__all__ = ["FallbackWarning", "Op", "extension_info", "kernels_disabled", "register", "warn_fallback"]
 
 
 class FallbackWarning(UserWarning):
@@ -59,18 +67,18 @@ def _kernel_devices(op: str) -> frozenset:
     return frozenset(devices)
 
 
-def kernel_table(*ops: str) -> dict:
-    """{op: frozenset of device types with a compiled kernel}, for an op family's
-    Python face to consult on every call. Built once at import: a dict lookup is
-    cheap in eager mode and constant-folded by torch.compile."""
-    return {op: _kernel_devices(op) for op in ops}
-
+# {op: device types with a compiled kernel} of every declared Op: what dispatch
+# consults on every call (a dict lookup, cheap in eager mode and guarded on by
+# torch.compile). Built at declaration; kernels_disabled() swaps entries for a while.
+_COMPILED: dict = {}
 
 _WARNED: set = set()
 
 
-def warn_fallback(op: str, device_type: str) -> None:
-    """Warn once per (op, device type) that the reference runs instead of a kernel."""
+def warn_fallback(op: str, device_type: str, stacklevel: int = 3) -> None:
+    """Warn once per (op, device type) that the reference runs instead of a kernel.
+
+    ``stacklevel`` as warnings.warn's, counted from the caller of warn_fallback."""
     if torch.compiler.is_compiling() or (op, device_type) in _WARNED:
         return
     _WARNED.add((op, device_type))
@@ -80,8 +88,88 @@ def warn_fallback(op: str, device_type: str) -> None:
         "running the pure-PyTorch reference instead, which gives the same results more "
         "slowly. robustops.extension_info() says what was compiled.",
         FallbackWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
+
+
+class Op:
+    """One op of robustops: robustops::<name>'s compiled kernels, with a pure-PyTorch
+    reference to fall back on.
+
+    Declared once at module level, ``_mrelu = Op("mrelu", reference=_ref.mrelu)``; the
+    public function checks its arguments and returns ``_mrelu.dispatch(x.device.type,
+    x)``.
+
+    Args:
+        name: the dispatcher op, robustops::<name>; the FallbackWarning names it.
+        reference: the fallback, called with the kernel's arguments.
+        kernel: what runs the compiled kernel, when it is not
+            ``torch.ops.robustops.<name>.default`` called with the same arguments
+            (to take one output of several, say). Called only when robustops._C is
+            loaded.
+    """
+
+    __slots__ = ("name", "reference", "kernel")
+
+    def __init__(self, name: str, *, reference: Callable, kernel: Optional[Callable] = None):
+        self.name = name
+        self.reference = reference
+        overload = getattr(torch.ops.robustops, name, None) if _C is not None else None
+        self.kernel = kernel if kernel is not None else (overload.default if overload is not None else None)
+        _COMPILED[name] = _kernel_devices(name) if overload is not None else frozenset()
+
+    def has_kernel(self, device_type: str) -> bool:
+        """Whether a tensor on ``device_type`` runs the compiled kernel (now: not
+        inside kernels_disabled)."""
+        return device_type in _COMPILED[self.name]
+
+    def dispatch(self, device_type: str, *args):
+        """The compiled kernel on ``args`` when there is one for ``device_type``, else
+        the reference, with one FallbackWarning per (op, device type) pointing at the
+        caller of the public function."""
+        if device_type in _COMPILED[self.name]:
+            return self.kernel(*args)
+        warn_fallback(self.name, device_type, stacklevel=4)
+        return self.reference(*args)
+
+    def __repr__(self) -> str:
+        return f"Op({self.name!r}, kernels for {sorted(_COMPILED[self.name])})"
+
+
+def register(fn: Callable[[], None]) -> Callable[[], None]:
+    """Decorator: run ``fn`` (an op module's fake-kernel and autograd registrations)
+    now if robustops._C is loaded; without it there are no ops to register for."""
+    if _C is not None:
+        fn()
+    return fn
+
+
+@contextlib.contextmanager
+def kernels_disabled(*ops: str) -> Iterator[None]:
+    """Within it the public functions of ``ops`` (every declared op when none are
+    named) run their references, as without compiled kernels.
+
+    The once-per-(op, device) FallbackWarning memo of these ops is cleared on entry,
+    so that the first fallback inside warns; on exit, also after an exception, the
+    kernels and the memo are as they were.
+
+    Raises:
+        ValueError: an op that no op module declared.
+    """
+    unknown = [op for op in ops if op not in _COMPILED]
+    if unknown:
+        raise ValueError(f"kernels_disabled: no op named {unknown}; the ops are {sorted(_COMPILED)}")
+    names = ops or tuple(_COMPILED)
+    saved = {op: _COMPILED[op] for op in names}
+    warned = set(_WARNED)
+    try:
+        _COMPILED.update((op, frozenset()) for op in names)
+        _WARNED.difference_update({key for key in warned if key[0] in saved})
+        yield
+    finally:
+        _COMPILED.update(saved)
+        _WARNED.clear()
+        _WARNED.update(warned)
 
 
 def extension_info() -> dict:

@@ -564,12 +564,8 @@ class _Layer:
         if group is not None:
             max_norm = norms.amax().double() if n else norms.new_zeros((), dtype=torch.float64)
             torch.distributed.all_reduce(max_norm, op=torch.distributed.ReduceOp.MAX, group=group)
-        eps = bang._eps_vector(self, n, kappa.device)
-        if kappa.device.type in _ops._KERNELS["bang_eta"]:
-            eta = torch.ops.robustops.bang_eta.default(norms, eps, max_norm)
-        else:
-            eta = _ops.bang_eta(norms, eps, max_norm=max_norm)
-        eta = eta.to(dtype)
+        eps = bang._eps_vector(self, n, kappa.device)  # >= 0 by construction: no check, no sync
+        eta = _ops.bang_eta(norms, eps, max_norm=max_norm, validate_args=False).to(dtype)
         return eta * factor if factor != 1 else eta
 
 

@@ -1,5 +1,5 @@
-"""robustops.extension_info() and the fallback to the reference when the compiled
-kernels are missing."""
+"""robustops.extension_info(), the fallback to the reference when the compiled
+kernels are missing, and the tests' hook onto it (_extension.kernels_disabled)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import warnings
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 from torch.testing import assert_close
 
 import robustops
 from robustops import _extension
-from robustops.ops import saf as saf_ops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,10 +36,10 @@ def test_extension_info_reports_the_build():
 
 
 @pytest.fixture
-def no_kernels(monkeypatch):
+def no_kernels():
     """Hide the compiled kernels from the Python face of the saf family."""
-    monkeypatch.setattr(saf_ops, "_KERNELS", {op: frozenset() for op in saf_ops._KERNELS})
-    monkeypatch.setattr(_extension, "_WARNED", set())
+    with _extension.kernels_disabled("mrelu", "rbf"):
+        yield
 
 
 @pytest.mark.parametrize("name", ["mrelu", "rbf"])
@@ -56,6 +56,93 @@ def test_fallback_gives_the_same_numbers_and_warns_once(name, no_kernels):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         op(x)  # only the first call warns
+
+
+
+def _fallback_warnings(record) -> list:
+    return [str(w.message) for w in record if issubclass(w.category, robustops.FallbackWarning)]
+
+
+def test_kernels_disabled_switches_the_named_ops_and_restores_them():
+    x = torch.randn(33, dtype=torch.float64)
+    assert robustops.ops.saf._mrelu.has_kernel("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        robustops.ops.mrelu(x)  # the kernel: no warning
+        with pytest.warns(robustops.FallbackWarning, match="robustops.ops.mrelu: no compiled kernel"):
+            with _extension.kernels_disabled("mrelu"):
+                assert not robustops.ops.saf._mrelu.has_kernel("cpu")
+                assert robustops.ops.saf._rbf.has_kernel("cpu")
+                assert_close(robustops.ops.mrelu(x), torch.ops.robustops.mrelu(x))
+                robustops.ops.rbf(x)  # not named: its kernel, silently
+        robustops.ops.mrelu(x)  # the kernel again: no warning
+    assert robustops.ops.saf._mrelu.has_kernel("cpu")
+
+
+def test_kernels_disabled_without_names_switches_every_op():
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with _extension.kernels_disabled():
+            robustops.ops.mrelu(x)
+            robustops.ops.per_sample_norm(x)
+            robustops.ops.spatial_pyramid_pool(x, (1, 2))
+    assert len(_fallback_warnings(record)) == 3, _fallback_warnings(record)
+
+
+def test_kernels_disabled_warns_once_inside_and_restores_the_memo():
+    x = torch.randn(8, dtype=torch.float64)
+    before = set(_extension._WARNED)
+    for _ in range(2):  # the memo is cleared on entry: the first call inside warns every time
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            with _extension.kernels_disabled("rbf"):
+                robustops.ops.rbf(x)
+                robustops.ops.rbf(x)  # once per (op, device)
+        assert len(_fallback_warnings(record)) == 1, _fallback_warnings(record)
+        assert _extension._WARNED == before
+
+
+def test_kernels_disabled_restores_after_an_exception():
+    kernels, warned = dict(_extension._COMPILED), set(_extension._WARNED)
+    with pytest.raises(KeyError, match="boom"):
+        with _extension.kernels_disabled("mrelu", "p4_filter"):
+            with pytest.warns(robustops.FallbackWarning):
+                robustops.ops.mrelu(torch.zeros(3))
+            raise KeyError("boom")
+    assert _extension._COMPILED == kernels and _extension._WARNED == warned
+    assert robustops.ops.saf._mrelu.has_kernel("cpu")
+
+
+def test_kernels_disabled_rejects_an_unknown_op():
+    kernels = dict(_extension._COMPILED)
+    with pytest.raises(ValueError, match=r"kernels_disabled: no op named \['mrleu'\]"):
+        with _extension.kernels_disabled("mrelu", "mrleu"):
+            pass
+    assert _extension._COMPILED == kernels
+
+
+def test_compiled_function_follows_kernels_disabled():
+    """torch.compile guards on the kernel table: a function compiled with the kernels
+    is recompiled inside kernels_disabled (the reference), and again after."""
+    torch._dynamo.reset()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+
+    def f(x):
+        return robustops.ops.spatial_pyramid_pool(robustops.ops.mrelu(x), (1, 2))
+
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(f, fullgraph=True, backend=counter)
+    want = f(x)
+    assert_close(compiled(x), want)
+    assert counter.frame_count == 1
+    with _extension.kernels_disabled():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", robustops.FallbackWarning)  # none while compiling
+            assert_close(compiled(x), want)
+    assert counter.frame_count == 2
+    assert_close(compiled(x), want)
+    assert counter.frame_count == 2  # the first graph again
 
 
 _CHILD = r"""

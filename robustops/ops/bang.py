@@ -23,30 +23,34 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from robustops import _extension
+from robustops._checks import check_floating
+from robustops._extension import Op, register
 from robustops.reference import bang as _ref
 
 __all__ = ["per_sample_norm", "bang_eta", "bang_scale", "per_sample_eps"]
 
-_KERNELS = _extension.kernel_table("per_sample_norm", "bang_eta", "bang_scale")
+_per_sample_norm = Op("per_sample_norm", reference=_ref.per_sample_norm)
+_bang_eta = Op("bang_eta", reference=_ref.bang_eta)
+_bang_scale = Op("bang_scale", reference=_ref.bang_scale)
 
 Number = Union[int, float]
 
 
 def _check_batch(op: str, arg: str, x) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"robustops.ops.{op}: argument '{arg}' must be a Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"robustops.ops.{op}: argument '{arg}' must be a floating-point tensor, got {x.dtype}")
+    check_floating(f"robustops.ops.{op}", arg, x)
     if x.dim() < 1:
         raise ValueError(f"robustops.ops.{op}: argument '{arg}' must have a batch dimension first, [N, ...]; "
                          "got a 0-d tensor")
 
 
 def per_sample_eps(op: str, eps: Union[Number, Tensor], n: int, device: torch.device,
-                   misclassified: Optional[Tensor] = None, ratio: Number = 1.0) -> Tensor:
+                   misclassified: Optional[Tensor] = None, ratio: Number = 1.0,
+                   validate_args: bool = True) -> Tensor:
     """eps_i of every sample as a float64 tensor [n]: ``eps`` (a number or [n]
-    values, all >= 0), times ``ratio`` where ``misclassified`` is True."""
+    values, all >= 0), times ``ratio`` where ``misclassified`` is True.
+
+    ``validate_args=False`` skips the check that a tensor ``eps`` is >= 0, the one
+    that reads its values (a synchronization on a GPU)."""
     if isinstance(eps, Tensor):
         if eps.shape != (n,):
             raise ValueError(f"robustops.ops.{op}: argument 'eps' must be a number or have shape ({n},), "
@@ -54,7 +58,7 @@ def per_sample_eps(op: str, eps: Union[Number, Tensor], n: int, device: torch.de
         if not eps.is_floating_point():
             raise TypeError(f"robustops.ops.{op}: argument 'eps' must be floating point, got {eps.dtype}")
         eps_t = eps.to(device=device, dtype=torch.float64)
-        if not torch.compiler.is_compiling() and bool((eps_t < 0).any()):
+        if validate_args and not torch.compiler.is_compiling() and bool((eps_t < 0).any()):
             raise ValueError(f"robustops.ops.{op}: argument 'eps' must be >= 0")
     else:
         if not eps >= 0:
@@ -88,25 +92,24 @@ def per_sample_norm(x: Tensor) -> Tensor:
     """The L2 norm of every sample x[i] (all dims but the first), accumulated in
     float64; float32 result (float64 for float64 input). Differentiable."""
     _check_batch("per_sample_norm", "x", x)
-    if x.device.type in _KERNELS["per_sample_norm"]:
-        return torch.ops.robustops.per_sample_norm.default(x)
-    _extension.warn_fallback("per_sample_norm", x.device.type)
-    return _ref.per_sample_norm(x)
+    return _per_sample_norm.dispatch(x.device.type, x)
 
 
 def bang_eta(norms: Tensor, eps: Union[Number, Tensor], *, misclassified: Optional[Tensor] = None,
-             ratio: Number = 1.0, max_norm: Union[None, Number, Tensor] = None) -> Tensor:
+             ratio: Number = 1.0, max_norm: Union[None, Number, Tensor] = None,
+             validate_args: bool = True) -> Tensor:
     """BANG's per-sample factor eta_i = (m / n_i)^rho_i, rho_i = eps_i (1 - n_i / m),
-    from the per-sample gradient norms n_i ([N]); 1 where n_i = 0."""
+    from the per-sample gradient norms n_i ([N]); 1 where n_i = 0.
+
+    ``validate_args=False`` skips the check that a tensor ``eps`` is >= 0 (it reads
+    the values: a synchronization on a GPU), for a caller whose eps is so by
+    construction (robustops.bang, in the backward pass)."""
     _check_batch("bang_eta", "norms", norms)
     if norms.dim() != 1:
         raise ValueError(f"robustops.ops.bang_eta: argument 'norms' must have shape [N], got {tuple(norms.shape)}")
-    eps_t = per_sample_eps("bang_eta", eps, norms.shape[0], norms.device, misclassified, ratio)
+    eps_t = per_sample_eps("bang_eta", eps, norms.shape[0], norms.device, misclassified, ratio, validate_args)
     m = _max_norm("bang_eta", max_norm, norms.device)
-    if norms.device.type in _KERNELS["bang_eta"]:
-        return torch.ops.robustops.bang_eta.default(norms, eps_t, m)
-    _extension.warn_fallback("bang_eta", norms.device.type)
-    return _ref.bang_eta(norms, eps_t, m)
+    return _bang_eta.dispatch(norms.device.type, norms, eps_t, m)
 
 
 def bang_scale(grad: Tensor, eps: Union[Number, Tensor], *, misclassified: Optional[Tensor] = None,
@@ -117,10 +120,7 @@ def bang_scale(grad: Tensor, eps: Union[Number, Tensor], *, misclassified: Optio
     _check_batch("bang_scale", "grad", grad)
     eps_t = per_sample_eps("bang_scale", eps, grad.shape[0], grad.device, misclassified, ratio)
     m = _max_norm("bang_scale", max_norm, grad.device)
-    if grad.device.type in _KERNELS["bang_scale"]:
-        return torch.ops.robustops.bang_scale.default(grad, eps_t, m)
-    _extension.warn_fallback("bang_scale", grad.device.type)
-    return _ref.bang_scale(grad, eps_t, m)
+    return _bang_scale.dispatch(grad.device.type, grad, eps_t, m)
 
 
 def _blocks_layout_like(grad: Tensor) -> Tensor:
@@ -135,6 +135,7 @@ def _blocks_layout_like(grad: Tensor) -> Tensor:
     return torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
 
 
+@register
 def _register() -> None:
     def norm_dtype(x):
         return torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -174,7 +175,3 @@ def _register() -> None:
     for name in ("bang_eta", "bang_scale"):
         torch.library.register_autograd(f"robustops::{name}", not_differentiable(name),
                                         setup_context=lambda ctx, inputs, output: None)
-
-
-if _extension._C is not None:
-    _register()

@@ -29,21 +29,20 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from robustops import _extension
+from robustops._checks import check_floating
+from robustops._extension import Op, register
 from robustops.reference import bounds as _ref
 
 __all__ = ["crown_relax", "crown_relu"]
 
-_KERNELS = _extension.kernel_table("crown_relax", "crown_relu")
+_crown_relax = Op("crown_relax", reference=_ref.crown_relax)
+_crown_relu = Op("crown_relu", reference=_ref.crown_relu)
 _RELAX = ("lower_slope", "lower_intercept", "upper_slope", "upper_intercept")
 
 
 def _check(a, relax, names=_RELAX, op="robustops.ops.crown_relax") -> None:
     for name, t in (("a", a),) + tuple(zip(names, relax)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: argument '{name}' must be a Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{op}: argument '{name}' must be a floating-point tensor, got {t.dtype}")
+        check_floating(op, name, t)
     if a.dim() < 3:
         raise ValueError(f"{op}: argument 'a' must have shape [N, S, ...], got {tuple(a.shape)}")
     want = (a.shape[0],) + tuple(a.shape[2:])
@@ -62,22 +61,17 @@ def crown_relax(a: Tensor, lower_slope: Tensor, lower_intercept: Tensor, upper_s
     over each row) for a [N, S, ...] and the relaxation [N, ...]; see the module docstring."""
     relax = (lower_slope, lower_intercept, upper_slope, upper_intercept)
     _check(a, relax)
-    if a.device.type in _KERNELS["crown_relax"]:
-        return torch.ops.robustops.crown_relax.default(a, *relax)
-    _extension.warn_fallback("crown_relax", a.device.type)
-    return _ref.crown_relax(a, *relax)
+    return _crown_relax.dispatch(a.device.type, a, *relax)
 
 
 def crown_relu(a: Tensor, lower: Tensor, upper: Tensor) -> Tuple[Tensor, Tensor]:
     """crown_relax(a, *relaxation of ReLU on [lower, upper]) for a [N, S, ...] and the
     interval's ends [N, ...] (lower <= upper); see the module docstring."""
     _check(a, (lower, upper), ("lower", "upper"), "robustops.ops.crown_relu")
-    if a.device.type in _KERNELS["crown_relu"]:
-        return torch.ops.robustops.crown_relu.default(a, lower, upper)
-    _extension.warn_fallback("crown_relu", a.device.type)
-    return _ref.crown_relu(a, lower, upper)
+    return _crown_relu.dispatch(a.device.type, a, lower, upper)
 
 
+@register
 def _register() -> None:
     @torch.library.register_fake("robustops::crown_relax")
     def _(a, lower_slope, lower_intercept, upper_slope, upper_intercept):
@@ -120,7 +114,3 @@ def _register() -> None:
     torch.library.register_autograd("robustops::crown_relu",
                                     backward_with(torch.ops.robustops._crown_relu_backward.default),
                                     setup_context=setup_context)
-
-
-if _extension._C is not None:
-    _register()

@@ -28,21 +28,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robustops import _extension
+from robustops._checks import check_floating
+from robustops._extension import Op, register
 from robustops.reference import interval as _ref
 
 __all__ = ["interval_relu", "interval_mrelu", "interval_rbf", "interval_linear", "interval_conv2d"]
 
 _OPS = ("interval_relu", "interval_mrelu", "interval_rbf")
-_KERNELS = _extension.kernel_table(*_OPS, "interval_linear", "interval_conv2d")
+_ACTIVATIONS = {op: Op(op, reference=getattr(_ref, op)) for op in _OPS}
+_linear = Op("interval_linear", reference=_ref.interval_linear)
+_conv2d = Op("interval_conv2d", reference=_ref.interval_conv2d)
 
 
 def _check(op: str, center, radius) -> None:
     for arg, t in (("center", center), ("radius", radius)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"robustops.ops.{op}: argument '{arg}' must be a Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"robustops.ops.{op}: argument '{arg}' must be a floating-point tensor, got {t.dtype}")
+        check_floating(f"robustops.ops.{op}", arg, t)
     if center.shape != radius.shape:
         raise ValueError(f"robustops.ops.{op}: 'center' and 'radius' must have the same shape, got "
                          f"{tuple(center.shape)} and {tuple(radius.shape)}")
@@ -62,10 +62,7 @@ def _check_radius(op: str, radius: Tensor, validate_args: bool) -> None:
 def _call(op: str, center: Tensor, radius: Tensor, validate_args: bool):
     _check(op, center, radius)
     _check_radius(op, radius, validate_args)
-    if center.device.type in _KERNELS[op]:
-        return getattr(torch.ops.robustops, op).default(center, radius)
-    _extension.warn_fallback(op, center.device.type)
-    return getattr(_ref, op)(center, radius)
+    return _ACTIVATIONS[op].dispatch(center.device.type, center, radius)
 
 
 def interval_relu(center: Tensor, radius: Tensor, *, validate_args: bool = True):
@@ -97,10 +94,7 @@ def interval_linear(center: Tensor, radius: Tensor, weight: Tensor, bias=None, *
     [..., in_features] and weight [out_features, in_features]."""
     _check("interval_linear", center, radius)
     _check_radius("interval_linear", radius, validate_args)
-    if center.device.type in _KERNELS["interval_linear"]:
-        return torch.ops.robustops.interval_linear.default(center, radius, weight, bias)
-    _extension.warn_fallback("interval_linear", center.device.type)
-    return _ref.interval_linear(center, radius, weight, bias)
+    return _linear.dispatch(center.device.type, center, radius, weight, bias)
 
 
 def interval_conv2d(center: Tensor, radius: Tensor, weight: Tensor, bias=None, stride=1, padding=0,
@@ -110,10 +104,7 @@ def interval_conv2d(center: Tensor, radius: Tensor, weight: Tensor, bias=None, s
     _check("interval_conv2d", center, radius)
     _check_radius("interval_conv2d", radius, validate_args)
     args = (_pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation), int(groups))
-    if center.device.type in _KERNELS["interval_conv2d"]:
-        return torch.ops.robustops.interval_conv2d.default(center, radius, weight, bias, *args)
-    _extension.warn_fallback("interval_conv2d", center.device.type)
-    return _ref.interval_conv2d(center, radius, weight, bias, *args)
+    return _conv2d.dispatch(center.device.type, center, radius, weight, bias, *args)
 
 
 def _register_layers() -> None:
@@ -183,6 +174,7 @@ def _register_layers() -> None:
     torch.library.register_autograd("robustops::interval_conv2d", conv_backward, setup_context=save_conv)
 
 
+@register
 def _register() -> None:
     _register_layers()
     for op in _OPS:
@@ -206,7 +198,3 @@ def _register() -> None:
             return backward_op(grad_center, grad_radius, center, radius)
 
         torch.library.register_autograd(f"robustops::{op}", backward, setup_context=setup_context)
-
-
-if _extension._C is not None:
-    _register()

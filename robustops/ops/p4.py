@@ -20,30 +20,31 @@ import torch
 from torch import Tensor
 
 from robustops import _extension
+from robustops._checks import check_floating
+from robustops._extension import Op, register
 from robustops.reference import p4 as _ref
 
 __all__ = ["p4_filter"]
 
-_KERNELS = _extension.kernel_table("p4_filter")
+_p4_filter = Op("p4_filter", reference=_ref.p4_filter)
+
+# Read by robustops.nn.p4's filter cache (_p4._KERNELS["p4_filter"]) until it asks
+# _p4_filter.has_kernel(device_type) instead: the live table, which kernels_disabled
+# switches too.
+_KERNELS = _extension._COMPILED
 
 
 def p4_filter(weight: Tensor) -> Tensor:
     """The p4 group convolution's filter as a plain convolution's (see the module
     docstring)."""
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"robustops.ops.p4_filter: argument 'weight' must be a Tensor, got {type(weight).__name__}")
-    if not weight.is_floating_point():
-        raise TypeError(f"robustops.ops.p4_filter: argument 'weight' must be a floating-point tensor, got "
-                        f"{weight.dtype}")
+    check_floating("robustops.ops.p4_filter", "weight", weight)
     if weight.dim() != 5 or weight.shape[2] not in (1, 4) or weight.shape[3] != weight.shape[4]:
         raise ValueError("robustops.ops.p4_filter: argument 'weight' must have shape [C_out, C_in, s, k, k] "
                          f"with s = 1 or 4 and a square kernel, got {tuple(weight.shape)}")
-    if weight.device.type in _KERNELS["p4_filter"]:
-        return torch.ops.robustops.p4_filter.default(weight)
-    _extension.warn_fallback("p4_filter", weight.device.type)
-    return _ref.p4_filter(weight)
+    return _p4_filter.dispatch(weight.device.type, weight)
 
 
+@register
 def _register() -> None:
     @torch.library.register_fake("robustops::p4_filter")
     def _(weight):
@@ -57,7 +58,3 @@ def _register() -> None:
 
     # Autograd (the adjoint, and the transform as the adjoint's derivative) is
     # registered in C++: csrc/autograd/p4.cpp.
-
-
-if _extension._C is not None:
-    _register()

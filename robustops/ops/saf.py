@@ -15,12 +15,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robustops import _extension
+from robustops._extension import Op, register
 from robustops.reference import saf as _ref
 
 __all__ = ["mrelu", "rbf"]
 
-_KERNELS = _extension.kernel_table("mrelu", "rbf")
+_mrelu = Op("mrelu", reference=_ref.mrelu)
+_rbf = Op("rbf", reference=_ref.rbf)
 
 
 def _check_input(op: str, x) -> None:
@@ -41,10 +42,7 @@ def mrelu(x: Tensor) -> Tensor:
     has the dtype and, for dense inputs, the strides of ``x``.
     """
     _check_input("mrelu", x)
-    if x.device.type in _KERNELS["mrelu"]:
-        return torch.ops.robustops.mrelu.default(x)
-    _extension.warn_fallback("mrelu", x.device.type)
-    return _ref.mrelu(x)
+    return _mrelu.dispatch(x.device.type, x)
 
 
 def rbf(x: Tensor) -> Tensor:
@@ -55,12 +53,10 @@ def rbf(x: Tensor) -> Tensor:
     ``x``.
     """
     _check_input("rbf", x)
-    if x.device.type in _KERNELS["rbf"]:
-        return torch.ops.robustops.rbf.default(x)
-    _extension.warn_fallback("rbf", x.device.type)
-    return _ref.rbf(x)
+    return _rbf.dispatch(x.device.type, x)
 
 
+@register
 def _register() -> None:
     ops = torch.ops.robustops
 
@@ -106,7 +102,3 @@ def _register() -> None:
     torch.library.register_autograd(
         "robustops::_rbf_backward", rbf_double_backward, setup_context=save_grad_and_x
     )
-
-
-if _extension._C is not None:
-    _register()

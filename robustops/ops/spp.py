@@ -21,12 +21,27 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from robustops import _extension
+from robustops._checks import check_floating
+from robustops._extension import Op, register
 from robustops.reference import spp as _ref
 
 __all__ = ["spatial_pyramid_pool"]
 
-_KERNELS = _extension.kernel_table("spp_max", "spp_mean")
+
+def _spp_max_values(x: Tensor, levels: list) -> Tensor:
+    return torch.ops.robustops.spp_max.default(x, levels)[0]  # the pooled values, not their indices
+
+
+def _spp_max_reference(x: Tensor, levels: list) -> Tensor:
+    return _ref.spatial_pyramid_pool(x, levels, "max")
+
+
+def _spp_mean_reference(x: Tensor, levels: list) -> Tensor:
+    return _ref.spatial_pyramid_pool(x, levels, "mean")
+
+
+_SPP = {"max": Op("spp_max", reference=_spp_max_reference, kernel=_spp_max_values),
+        "mean": Op("spp_mean", reference=_spp_mean_reference)}
 
 
 def _levels(levels) -> list:
@@ -43,10 +58,7 @@ def spatial_pyramid_pool(x: Tensor, levels: Sequence[int] = (1, 2, 4), mode: str
     """A fixed-size vector [B, C * sum(n^2)] for any input of at least max(levels)
     rows and columns (see the module docstring)."""
     op = "robustops.ops.spatial_pyramid_pool"
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{op}: argument 'x' must be a Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{op}: argument 'x' must be a floating-point tensor, got {x.dtype}")
+    check_floating(op, "x", x)
     if x.dim() != 4:
         raise ValueError(f"{op}: argument 'x' must have shape [B, C, H, W], got {tuple(x.shape)}")
     if mode not in ("max", "mean"):
@@ -55,19 +67,14 @@ def spatial_pyramid_pool(x: Tensor, levels: Sequence[int] = (1, 2, 4), mode: str
     if min(x.shape[2], x.shape[3]) < max(levels):
         raise ValueError(f"{op}: argument 'x' has {x.shape[2]}x{x.shape[3]} planes, smaller than the largest "
                          f"pyramid level {max(levels)} (every bin must hold at least one element)")
-    name = f"spp_{mode}"
-    if x.device.type in _KERNELS[name]:
-        if mode == "max":
-            return torch.ops.robustops.spp_max.default(x, levels)[0]
-        return torch.ops.robustops.spp_mean.default(x, levels)
-    _extension.warn_fallback(name, x.device.type)
-    return _ref.spatial_pyramid_pool(x, levels, mode)
+    return _SPP[mode].dispatch(x.device.type, x, levels)
 
 
 def _total(levels) -> int:
     return sum(n * n for n in levels)
 
 
+@register
 def _register() -> None:
     @torch.library.register_fake("robustops::spp_max")
     def _(x, levels):
@@ -131,7 +138,3 @@ def _register() -> None:
                                     setup_context=save_max_backward)
     torch.library.register_autograd("robustops::_spp_mean_backward", mean_backward_backward,
                                     setup_context=save_mean_backward)
-
-
-if _extension._C is not None:
-    _register()

@@ -27,7 +27,6 @@ import robustops
 from robustops import _extension
 from robustops.nn import P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool, P4SpatialPyramidPool
 from robustops.ops import spatial_pyramid_pool
-from robustops.ops import p4 as p4_ops
 from robustops.reference.p4 import grot, p4_conv
 from tests.common import DEVICES, FLOAT_DTYPES, tolerances
 
@@ -337,7 +336,7 @@ def test_eval_cache_follows_dtype_and_device_moves(device):
         assert_close(layer(xd.float()), _expected(layer, xd.float()), rtol=0, atol=0)
 
 
-def test_layers_fall_back_with_one_warning(monkeypatch):
+def test_layers_fall_back_with_one_warning():
     # no compiled p4_filter: the layers run the reference transform (train and eval
     # mode, the eval cache included) with the same numbers and gradients
     torch.manual_seed(0)
@@ -347,20 +346,19 @@ def test_layers_fall_back_with_one_warning(monkeypatch):
     for mode in (True, False):
         layer.train(mode)
         want[mode] = torch.autograd.grad(layer(x).sin().sum(), layer.weight)[0]
-    monkeypatch.setattr(p4_ops, "_KERNELS", {"p4_filter": frozenset()})
-    monkeypatch.setattr(_extension, "_WARNED", set())
-    with pytest.warns(robustops.FallbackWarning, match="robustops.ops.p4_filter: no compiled kernel"):
-        layer.train()
-        got = torch.autograd.grad(layer(x).sin().sum(), layer.weight)[0]
-    assert_close(got, want[True], rtol=1e-12, atol=1e-14)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        layer.eval()
-        with torch.no_grad():
-            layer.weight.mul_(1.0)  # a new version: the cache is rebuilt by the reference
-            assert_close(layer(x), _expected(layer, x), rtol=0, atol=0)
-        got = torch.autograd.grad(layer(x).sin().sum(), layer.weight)[0]
-    assert_close(got, want[False], rtol=1e-12, atol=1e-14)
+    with _extension.kernels_disabled("p4_filter"):
+        with pytest.warns(robustops.FallbackWarning, match="robustops.ops.p4_filter: no compiled kernel"):
+            layer.train()
+            got = torch.autograd.grad(layer(x).sin().sum(), layer.weight)[0]
+        assert_close(got, want[True], rtol=1e-12, atol=1e-14)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            layer.eval()
+            with torch.no_grad():
+                layer.weight.mul_(1.0)  # a new version: the cache is rebuilt by the reference
+                assert_close(layer(x), _expected(layer, x), rtol=0, atol=0)
+            got = torch.autograd.grad(layer(x).sin().sum(), layer.weight)[0]
+        assert_close(got, want[False], rtol=1e-12, atol=1e-14)
 
 
 def test_conv_bad_input():

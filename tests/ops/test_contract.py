@@ -11,8 +11,8 @@ For every entry, on every device:
   op says so when differentiated;
 - torch.compile(fullgraph=True, backend="aot_eager") of a call to the public op
   gives the eager result and gradients;
-- with the op module's kernels switched off (its _KERNELS table), the public op
-  warns robustops.FallbackWarning once (a second call is silent) and gives the
+- with its kernels switched off (robustops._extension.kernels_disabled), the public
+  op warns robustops.FallbackWarning once (a second call is silent) and gives the
   kernels' numbers and gradients.
 And bad input: an int tensor is a TypeError naming the argument; a wrong rank a
 ValueError or RuntimeError naming it where the op has a rank requirement; tensors on
@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from types import ModuleType
 from typing import Callable, Optional, Tuple
 
 import pytest
@@ -40,12 +39,7 @@ from torch.utils._pytree import tree_map
 
 import robustops
 from robustops import _extension
-from robustops.ops import bang as bang_ops
 from robustops.ops import crown as crown_ops
-from robustops.ops import interval as interval_ops
-from robustops.ops import p4 as p4_ops
-from robustops.ops import saf as saf_ops
-from robustops.ops import spp as spp_ops
 from tests.common import DEVICES, requires_cuda
 
 F64 = torch.float64
@@ -148,7 +142,6 @@ class Entry:
     call: Callable               # the public op in robustops.ops, called with the inputs as keywords
     inputs: Callable             # device -> {argument name: small valid float64 input}
     op_args: Callable            # the inputs as keywords -> the arguments the public op passes robustops::<op>
-    module: ModuleType           # the robustops.ops module whose _KERNELS holds the op
     grad: Tuple[str, ...] = ()   # the differentiable inputs (none: the op says it is not differentiable)
     second_order: bool = False   # gradgradcheck too
     backward: Optional[str] = None  # the private backward op its autograd calls
@@ -158,12 +151,12 @@ class Entry:
 
 
 def _saf(op):
-    return Entry(op, getattr(ops, op), _saf_inputs, lambda x: (x,), saf_ops, grad=("x",), second_order=True,
+    return Entry(op, getattr(ops, op), _saf_inputs, lambda x: (x,), grad=("x",), second_order=True,
                  backward=f"_{op}_backward", typed=("x",))
 
 
 def _interval(op):
-    return Entry(op, getattr(ops, op), _interval_inputs, lambda center, radius: (center, radius), interval_ops,
+    return Entry(op, getattr(ops, op), _interval_inputs, lambda center, radius: (center, radius),
                  grad=("center", "radius"), backward=f"_{op}_backward", typed=("center", "radius"),
                  same_device=("center", "radius"))
 
@@ -174,7 +167,7 @@ def _pair(v):
 
 def _spp(mode, inputs):
     return Entry(f"spp_{mode}", functools.partial(ops.spatial_pyramid_pool, mode=mode), inputs,
-                 lambda x, levels: (x, list(levels)), spp_ops, grad=("x",), second_order=True,
+                 lambda x, levels: (x, list(levels)), grad=("x",), second_order=True,
                  backward=f"_spp_{mode}_backward", typed=("x",),
                  rank=("x", lambda kw: {**kw, "x": kw["x"][0]}))
 
@@ -183,38 +176,38 @@ TABLE = [
     _saf("mrelu"),
     _saf("rbf"),
     Entry("per_sample_norm", ops.per_sample_norm, lambda d: _on(d, x=_randn(5, 3, 4, seed=20)), lambda x: (x,),
-          bang_ops, grad=("x",), second_order=True, typed=("x",),
+          grad=("x",), second_order=True, typed=("x",),
           rank=("x", lambda kw: {**kw, "x": kw["x"].reshape(-1)[0]})),
     Entry("bang_eta", ops.bang_eta,
           lambda d: _on(d, norms=_rand(6, seed=21) + 0.5, eps=_bang_eps(6), max_norm=torch.tensor(2.0, dtype=F64)),
-          lambda norms, eps, max_norm: (norms, eps, max_norm), bang_ops, typed=("norms", "eps"),
+          lambda norms, eps, max_norm: (norms, eps, max_norm), typed=("norms", "eps"),
           rank=("norms", lambda kw: {**kw, "norms": kw["norms"].unsqueeze(1)})),
     Entry("bang_scale", ops.bang_scale,
           lambda d: _on(d, grad=_randn(6, 3, 4, seed=22), eps=_bang_eps(6), max_norm=torch.tensor(50.0, dtype=F64)),
-          lambda grad, eps, max_norm: (grad, eps, max_norm), bang_ops, typed=("grad", "eps"),
+          lambda grad, eps, max_norm: (grad, eps, max_norm), typed=("grad", "eps"),
           rank=("grad", lambda kw: {**kw, "grad": kw["grad"].reshape(-1)[0]})),
     _interval("interval_relu"),
     _interval("interval_mrelu"),
     _interval("interval_rbf"),
     Entry("interval_linear", ops.interval_linear, _interval_linear_inputs,
-          lambda center, radius, weight, bias: (center, radius, weight, bias), interval_ops,
+          lambda center, radius, weight, bias: (center, radius, weight, bias),
           grad=("center", "radius", "weight", "bias"), typed=("center", "radius", "weight", "bias"),
           rank=("weight", lambda kw: {**kw, "weight": kw["weight"][0]}),
           same_device=("center", "radius", "weight", "bias")),
     Entry("interval_conv2d", ops.interval_conv2d, _interval_conv2d_inputs,
           lambda center, radius, weight, bias, stride, padding: (center, radius, weight, bias, _pair(stride),
                                                                  _pair(padding), [1, 1], 1),
-          interval_ops, grad=("center", "radius", "weight", "bias"), typed=("center", "radius", "weight", "bias"),
+          grad=("center", "radius", "weight", "bias"), typed=("center", "radius", "weight", "bias"),
           rank=("center", lambda kw: {**kw, "center": kw["center"][0], "radius": kw["radius"][0]}),
           same_device=("center", "radius", "weight", "bias")),
-    Entry("crown_relax", ops.crown_relax, _crown_relax_inputs, lambda a, **relax: (a, *relax.values()), crown_ops,
+    Entry("crown_relax", ops.crown_relax, _crown_relax_inputs, lambda a, **relax: (a, *relax.values()),
           grad=("a",) + crown_ops._RELAX, backward="_crown_relax_backward", typed=("a",) + crown_ops._RELAX,
           rank=("a", lambda kw: {**kw, "a": kw["a"][0, 0]}), same_device=("a",) + crown_ops._RELAX),
-    Entry("crown_relu", ops.crown_relu, _crown_relu_inputs, lambda a, lower, upper: (a, lower, upper), crown_ops,
+    Entry("crown_relu", ops.crown_relu, _crown_relu_inputs, lambda a, lower, upper: (a, lower, upper),
           grad=("a", "lower", "upper"), backward="_crown_relu_backward", typed=("a", "lower", "upper"),
           rank=("a", lambda kw: {**kw, "a": kw["a"][0, 0]}), same_device=("a", "lower", "upper")),
     Entry("p4_filter", ops.p4_filter, lambda d: _on(d, weight=_randn(2, 2, 4, 3, 3, seed=23)), lambda weight: (weight,),
-          p4_ops, grad=("weight",), second_order=True, backward="_p4_filter_backward", typed=("weight",),
+          grad=("weight",), second_order=True, backward="_p4_filter_backward", typed=("weight",),
           rank=("weight", lambda kw: {**kw, "weight": kw["weight"][0]})),
     _spp("max", _spp_max_inputs),
     _spp("mean", lambda d: _on(d, x=_randn(2, 3, 7, 5, seed=24), levels=(3, 1))),
@@ -286,8 +279,9 @@ class _RecordRobustopsCalls(TorchDispatchMode):
 
 def test_table_covers_every_op():
     """Every robustops:: op (robustops.extension_info()) is an entry or an entry's
-    backward, and every public op in robustops.ops is called by an entry: a new op
-    without an entry fails here."""
+    backward, every public op in robustops.ops is called by an entry, and every entry
+    is declared by its op module (an _extension.Op, which kernels_disabled knows): a
+    new op without an entry fails here."""
     assert robustops.extension_info()["loaded"]
     registered = set(robustops.extension_info()["ops"])
     covered = set(BY_OP) | {e.backward for e in TABLE if e.backward}
@@ -298,7 +292,8 @@ def test_table_covers_every_op():
     public = {getattr(ops, name) for name in ops.__all__}
     assert public <= called, f"public ops without a contract entry: {public - called}"
     for e in TABLE:
-        assert e.op in e.module._KERNELS, f"{e.op} is not in {e.module.__name__}._KERNELS"
+        with _extension.kernels_disabled(e.op):  # a ValueError for an op no module declared
+            pass
 
 
 # ---------------------------------------------------------------------------------
@@ -397,32 +392,31 @@ FALLBACK_WITHOUT_GRADIENTS: dict = {}
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("op", OPS)
-def test_fallback_warns_once_and_gives_the_kernels_numbers(op, device, monkeypatch):
+def test_fallback_warns_once_and_gives_the_kernels_numbers(op, device):
     entry = BY_OP[op]
     inputs = entry.inputs(device)
     want_out = entry.call(**_fresh(inputs))
     if entry.grad:
         _, want = _grads(entry, _fresh(inputs, entry.grad))
 
-    monkeypatch.setattr(entry.module, "_KERNELS", {name: frozenset() for name in entry.module._KERNELS})
-    monkeypatch.setattr(_extension, "_WARNED", set())
-    with pytest.warns(robustops.FallbackWarning, match=rf"robustops\.ops\.{op}: no compiled kernel") as record:
-        out = entry.call(**_fresh(inputs))
-    fallbacks = [w for w in record if issubclass(w.category, robustops.FallbackWarning)]
-    assert len(fallbacks) == 1, [str(w.message) for w in fallbacks]
-    assert_close(out, want_out)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the second call, and its backward, are silent
-        assert_close(entry.call(**_fresh(inputs)), want_out)
-        if not entry.grad:
-            return
-        grad_inputs = _fresh(inputs, entry.grad)
-        out = entry.call(**grad_inputs)
-        differentiable = _outputs(out)[0].requires_grad
-        if op in FALLBACK_WITHOUT_GRADIENTS:
-            assert not differentiable, f"{op}'s fallback is differentiable now: take it out of the table above"
-            pytest.xfail(f"{op}'s fallback is not differentiable: {FALLBACK_WITHOUT_GRADIENTS[op]}")
-        got = torch.autograd.grad(_loss(out), [grad_inputs[k] for k in entry.grad])
+    with _extension.kernels_disabled(op):
+        with pytest.warns(robustops.FallbackWarning, match=rf"robustops\.ops\.{op}: no compiled kernel") as record:
+            out = entry.call(**_fresh(inputs))
+        fallbacks = [w for w in record if issubclass(w.category, robustops.FallbackWarning)]
+        assert len(fallbacks) == 1, [str(w.message) for w in fallbacks]
+        assert_close(out, want_out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the second call, and its backward, are silent
+            assert_close(entry.call(**_fresh(inputs)), want_out)
+            if not entry.grad:
+                return
+            grad_inputs = _fresh(inputs, entry.grad)
+            out = entry.call(**grad_inputs)
+            differentiable = _outputs(out)[0].requires_grad
+            if op in FALLBACK_WITHOUT_GRADIENTS:
+                assert not differentiable, f"{op}'s fallback is differentiable now: take it out of the table above"
+                pytest.xfail(f"{op}'s fallback is not differentiable: {FALLBACK_WITHOUT_GRADIENTS[op]}")
+            got = torch.autograd.grad(_loss(out), [grad_inputs[k] for k in entry.grad])
     assert_close(got, want)
 
 
