@@ -57,20 +57,6 @@ def _square(name: str, cls: str, v, minimum: int) -> int:
     return int(v)
 
 
-class _CachedFilter(torch.autograd.Function):
-    """The cached transformed filter, with the transform's adjoint as its gradient."""
-
-    @staticmethod
-    def forward(ctx, weight: Tensor, cache: list) -> Tensor:
-        ctx.in_rotations = weight.shape[2]
-        return cache[0].view_as(cache[0])
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        # used only where the compiled kernels run (see transformed_filter)
-        return torch.ops.robustops._p4_filter_backward.default(grad, ctx.in_rotations), None
-
-
 class _P4Conv(nn.Module):
     in_rotations: int = 4
     _cls = "P4ConvP4"
@@ -148,9 +134,7 @@ class _P4Conv(nn.Module):
                 self._cache = (key, [_p4.p4_filter(w)])
         cache = self._cache[1]
         if torch.is_grad_enabled() and w.requires_grad:
-            if w.device.type in _p4._KERNELS["p4_filter"]:
-                return _CachedFilter.apply(w, cache)
-            return _p4.p4_filter(w)
+            return _p4.p4_filter_cached(w, cache)
         return cache[0]
 
     def _check(self, x: Tensor) -> None:

@@ -19,19 +19,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robustops import _extension
 from robustops._checks import check_floating
 from robustops._extension import Op, register
 from robustops.reference import p4 as _ref
 
-__all__ = ["p4_filter"]
+__all__ = ["p4_filter", "p4_filter_cached"]
 
 _p4_filter = Op("p4_filter", reference=_ref.p4_filter)
 
-# Read by robustops.nn.p4's filter cache (_p4._KERNELS["p4_filter"]) until it asks
-# _p4_filter.has_kernel(device_type) instead: the live table, which kernels_disabled
-# switches too.
-_KERNELS = _extension._COMPILED
 
 
 def p4_filter(weight: Tensor) -> Tensor:
@@ -42,6 +37,39 @@ def p4_filter(weight: Tensor) -> Tensor:
         raise ValueError("robustops.ops.p4_filter: argument 'weight' must have shape [C_out, C_in, s, k, k] "
                          f"with s = 1 or 4 and a square kernel, got {tuple(weight.shape)}")
     return _p4_filter.dispatch(weight.device.type, weight)
+
+
+class _CachedFilter(torch.autograd.Function):
+    """A transformed filter computed earlier, with the transform's adjoint (the op's
+    backward) as its gradient."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, cache: list) -> Tensor:
+        ctx.in_rotations = weight.shape[2]
+        return cache[0].view_as(cache[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return torch.ops.robustops._p4_filter_backward.default(grad, ctx.in_rotations), None
+
+
+def p4_filter_cached(weight: Tensor, cache: list) -> Tensor:
+    """``p4_filter(weight)`` when ``cache[0]`` already holds it (computed from this
+    weight, as robustops.nn's p4 layers cache it in eval mode): that tensor,
+    differentiable in ``weight`` through the transform's adjoint where a kernel is
+    compiled for the device; elsewhere ``p4_filter(weight)`` itself (the reference's
+    autograd).
+
+    Args:
+        weight: the filter [C_out, C_in, s, k, k].
+        cache: a one-element list holding ``p4_filter(weight)``.
+
+    Returns:
+        The transformed filter [C_out * 4, C_in * s, k, k].
+    """
+    if _p4_filter.has_kernel(weight.device.type):
+        return _CachedFilter.apply(weight, cache)
+    return p4_filter(weight)
 
 
 @register
