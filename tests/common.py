@@ -27,3 +27,28 @@ def tolerances(dtype: torch.dtype) -> dict:
         torch.float16: dict(rtol=1e-3, atol=1e-5),
         torch.bfloat16: dict(rtol=8e-3, atol=1e-5),
     }[dtype]
+
+
+F64 = torch.float64
+
+
+def randn(*shape, dtype=F64, device="cpu", seed=0):
+    """A standard normal tensor drawn in float64 from its own seeded generator, then
+    cast and moved (the same values on every device and dtype)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=F64).to(dtype).to(device)
+
+
+def assert_close_scaled(actual, expected, scale, dtype, what=""):
+    """actual against a float64 expected whose terms have magnitude sums `scale`
+    (elementwise): the dtype's rounding of the result plus one rounding step of the
+    dtype (at least 1e-6, for float32 accumulation) of the terms' magnitude."""
+    tol = tolerances(dtype)
+    actual = actual.detach().double().cpu()
+    expected, scale = expected.detach().double().cpu(), scale.detach().double().cpu()
+    assert actual.shape == expected.shape, what
+    assert torch.equal(actual.isnan(), expected.isnan()), f"{what}: NaN positions differ"
+    ok = ~expected.isnan()
+    err = (actual - expected).abs()[ok]
+    bound = (tol["atol"] + tol["rtol"] * expected.abs() + max(tol["rtol"], 1e-6) * scale)[ok]
+    assert (err <= bound).all(), f"{what}: max excess {(err - bound).max().item()}"

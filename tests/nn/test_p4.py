@@ -28,36 +28,16 @@ from robustops import _extension
 from robustops.nn import P4AvgPool2d, P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool, P4SpatialPyramidPool
 from robustops.ops import spatial_pyramid_pool
 from robustops.reference.p4 import grot, p4_conv
-from tests.common import DEVICES, FLOAT_DTYPES, tolerances
+from tests.common import DEVICES, FLOAT_DTYPES, assert_close_scaled, randn
 
 F64 = torch.float64
-
-
-def _randn(*shape, dtype=F64, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=F64).to(dtype).to(device)
-
-
-def _assert_close_scaled(actual, expected, scale, dtype, what=""):
-    """actual against a float64 expected whose terms have magnitude sums `scale`
-    (elementwise): the dtype's rounding of the result plus one rounding step of the
-    dtype (at least 1e-6, for float32 accumulation) of the terms' magnitude."""
-    tol = tolerances(dtype)
-    actual = actual.detach().double().cpu()
-    expected, scale = expected.detach().double().cpu(), scale.detach().double().cpu()
-    assert actual.shape == expected.shape, what
-    assert torch.equal(actual.isnan(), expected.isnan()), f"{what}: NaN positions differ"
-    ok = ~expected.isnan()
-    err = (actual - expected).abs()[ok]
-    bound = (tol["atol"] + tol["rtol"] * expected.abs() + max(tol["rtol"], 1e-6) * scale)[ok]
-    assert (err <= bound).all(), f"{what}: max excess {(err - bound).max().item()}"
 
 
 def _lift_input(layer, h, w=None, seed=0, batch=2):
     w = h if w is None else w
     if isinstance(layer, P4ConvZ2):
-        return _randn(batch, layer.in_channels, h, w, seed=seed)
-    return _randn(batch, layer.in_channels, 4, h, w, seed=seed)
+        return randn(batch, layer.in_channels, h, w, seed=seed)
+    return randn(batch, layer.in_channels, 4, h, w, seed=seed)
 
 
 def _rotate_input(layer, x, k):
@@ -125,7 +105,7 @@ def test_equivariance_fails_for_an_asymmetric_strided_grid(cls):
 def test_rotation_pooling_after_a_p4_layer_is_invariant_to_the_rotation_shift():
     torch.manual_seed(0)
     layer = P4ConvZ2(2, 3, 3, padding=1).double()
-    x = _randn(2, 2, 8, 8)
+    x = randn(2, 2, 8, 8)
     for mode in ("max", "mean"):
         pool = P4Pool(mode)
         for k in range(4):
@@ -161,10 +141,10 @@ def test_layers_against_reference(cls, dtype, device):
         scale_y = p4_conv(*absins, **kw)
         scales = torch.autograd.grad(scale_y, absins, g.double().abs())
 
-        _assert_close_scaled(y, y64, scale_y, dtype, f"k={k} forward")
+        assert_close_scaled(y, y64, scale_y, dtype, f"k={k} forward")
         for name, a, e, s in zip(("input", "weight", "bias"), got, want, scales):
             assert a.shape == e.shape and a.dtype == dtype
-            _assert_close_scaled(a, e, s, dtype, f"k={k} {name} grad")
+            assert_close_scaled(a, e, s, dtype, f"k={k} {name} grad")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -398,7 +378,7 @@ def test_conv_bad_input():
 
 
 def test_p4_pools():
-    y = _randn(2, 3, 4, 7, 6)
+    y = randn(2, 3, 4, 7, 6)
     assert torch.equal(P4Pool("max")(y), y.amax(2))
     assert torch.equal(P4Pool()(y), y.amax(2))
     assert torch.equal(P4Pool("mean")(y), y.mean(2))
@@ -421,7 +401,7 @@ def test_p4_pools():
 
 
 def test_p4_pools_are_equivariant():
-    y = _randn(2, 3, 4, 8, 8)
+    y = randn(2, 3, 4, 8, 8)
     for m in (P4MaxPool2d(2), P4AvgPool2d(2), P4MaxPool2d(3, 1, 1)):
         for k in range(4):
             assert_close(m(grot(y, k)), grot(m(y), k), rtol=0, atol=1e-15)
@@ -429,7 +409,7 @@ def test_p4_pools_are_equivariant():
 
 def test_p4_batch_norm():
     torch.manual_seed(0)
-    y = _randn(3, 5, 4, 6, 6) * 3 + 1
+    y = randn(3, 5, 4, 6, 6) * 3 + 1
     bn = P4BatchNorm(5).double()
     with torch.no_grad():
         bn.weight.uniform_(0.5, 1.5)
@@ -481,7 +461,7 @@ def _orbit_reference(y, levels, mode):
 @pytest.mark.parametrize("mode", ["max", "mean"])
 @pytest.mark.parametrize("side", [8, 7, 4, 9])
 def test_p4_spp_is_rotation_invariant(side, mode):
-    y = _randn(2, 3, 4, side, side, seed=side)
+    y = randn(2, 3, 4, side, side, seed=side)
     for levels in ((1, 2, 4), (3, 1), (4, 3, 2)):
         head = P4SpatialPyramidPool(levels, mode)
         out = head(y)
@@ -502,7 +482,7 @@ def test_p4_spp_is_rotation_invariant(side, mode):
 @pytest.mark.parametrize("mode", ["max", "mean"])
 def test_p4_spp_against_reference(mode, device):
     for levels, side in (((1, 2, 4), 8), ((1, 2, 4), 7), ((3,), 5), ((4, 1, 3, 2), 9), ((5, 2), 12)):
-        y = _randn(2, 3, 4, side, side, seed=side, device=device)
+        y = randn(2, 3, 4, side, side, seed=side, device=device)
         head = P4SpatialPyramidPool(levels, mode).to(device)
         out = head(y)
         want = _orbit_reference(y, levels, mode)
@@ -512,7 +492,7 @@ def test_p4_spp_against_reference(mode, device):
     assert P4SpatialPyramidPool((1, 2, 4)).output_size(1) == 1 + 1 + 4
     assert P4SpatialPyramidPool((3, 5)).output_size(2) == 2 * (3 + 7)
     # and the gradient
-    y = _randn(1, 2, 4, 6, 6, seed=3).requires_grad_()
+    y = randn(1, 2, 4, 6, 6, seed=3).requires_grad_()
     if mode == "mean":
         assert torch.autograd.gradcheck(P4SpatialPyramidPool((1, 2, 3), mode), (y,))
     else:
@@ -523,13 +503,13 @@ def test_p4_spp_against_reference(mode, device):
 def test_p4_spp_bad_input():
     head = P4SpatialPyramidPool()
     with pytest.raises(ValueError, match="P4SpatialPyramidPool: rotation invariance needs square planes, got 8x9"):
-        head(_randn(1, 2, 4, 8, 9))
+        head(randn(1, 2, 4, 8, 9))
     with pytest.raises(ValueError, match=r"P4SpatialPyramidPool: the input must be a p4 feature map"):
-        head(_randn(1, 2, 8, 8))
+        head(randn(1, 2, 8, 8))
     with pytest.raises(ValueError, match=r"P4SpatialPyramidPool: the input must be a p4 feature map"):
-        head(_randn(1, 2, 2, 8, 8))
+        head(randn(1, 2, 2, 8, 8))
     with pytest.raises(ValueError, match="argument 'x' has 3x3 planes"):
-        head(_randn(1, 2, 4, 3, 3))
+        head(randn(1, 2, 4, 3, 3))
     with pytest.raises(ValueError, match="P4SpatialPyramidPool: argument 'levels' must be 1 to 8 positive ints"):
         P4SpatialPyramidPool((2, -1))
     with pytest.raises(ValueError, match="P4SpatialPyramidPool: argument 'mode'"):

@@ -13,14 +13,10 @@ import robustops.nn.p4
 import robustops.nn.spp
 from robustops.nn import SpatialPyramidPool
 from robustops.ops import spatial_pyramid_pool
+from tests.common import randn
 from tests.ops.test_spp import SIZES
 
 F64 = torch.float64
-
-
-def _randn(*shape, dtype=F64, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=F64).to(dtype).to(device)
 
 
 @pytest.mark.parametrize("mode", ["max", "mean"])
@@ -28,17 +24,17 @@ def test_output_size_is_fixed(mode):
     pool = SpatialPyramidPool(mode=mode)
     assert pool.output_size(3) == 3 * 21
     for h, w in SIZES:
-        x = _randn(2, 3, h, w)
+        x = randn(2, 3, h, w)
         out = pool(x)
         assert out.shape == (2, 3 * 21), (h, w)
         assert torch.equal(out, spatial_pyramid_pool(x, (1, 2, 4), mode))
     pool = SpatialPyramidPool((3, 1), mode)
-    assert pool(_randn(1, 2, 5, 3)).shape == (1, 2 * 10) and pool.output_size(2) == 20
-    assert SpatialPyramidPool(2, mode)(_randn(1, 2, 5, 3)).shape == (1, 8)
+    assert pool(randn(1, 2, 5, 3)).shape == (1, 2 * 10) and pool.output_size(2) == 20
+    assert SpatialPyramidPool(2, mode)(randn(1, 2, 5, 3)).shape == (1, 8)
 
 
 def test_bad_input():
-    x = _randn(2, 3, 5, 6)
+    x = randn(2, 3, 5, 6)
     with pytest.raises(ValueError, match="SpatialPyramidPool: argument 'levels' must be 1 to 8 positive ints"):
         SpatialPyramidPool((1, 0))
     with pytest.raises(ValueError, match="SpatialPyramidPool: argument 'levels'"):

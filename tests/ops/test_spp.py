@@ -17,36 +17,16 @@ from torch.testing import assert_close
 
 from robustops.ops import spatial_pyramid_pool
 from robustops.reference import spp as ref_spp
-from tests.common import DEVICES, FLOAT_DTYPES, tolerances
+from tests.common import DEVICES, FLOAT_DTYPES, assert_close_scaled, randn
 
 F64 = torch.float64
-
-
-def _randn(*shape, dtype=F64, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=F64).to(dtype).to(device)
-
-
-def _assert_close_scaled(actual, expected, scale, dtype, what=""):
-    """actual against a float64 expected whose terms have magnitude sums `scale`
-    (elementwise): the dtype's rounding of the result plus one rounding step of the
-    dtype (at least 1e-6, for float32 accumulation) of the terms' magnitude."""
-    tol = tolerances(dtype)
-    actual = actual.detach().double().cpu()
-    expected, scale = expected.detach().double().cpu(), scale.detach().double().cpu()
-    assert actual.shape == expected.shape, what
-    assert torch.equal(actual.isnan(), expected.isnan()), f"{what}: NaN positions differ"
-    ok = ~expected.isnan()
-    err = (actual - expected).abs()[ok]
-    bound = (tol["atol"] + tol["rtol"] * expected.abs() + max(tol["rtol"], 1e-6) * scale)[ok]
-    assert (err <= bound).all(), f"{what}: max excess {(err - bound).max().item()}"
 
 
 SIZES = [(4, 4), (5, 5), (4, 9), (7, 5), (8, 8), (13, 6), (16, 16), (37, 23)]
 
 
 def _input(h, w, dtype, device, nan):
-    x = _randn(2, 3, h, w, seed=h * 100 + w).to(dtype)
+    x = randn(2, 3, h, w, seed=h * 100 + w).to(dtype)
     x[0, 1] = 1.5                 # a constant plane: every bin ties
     x[1, 0, ::2] = x[1, 0, 1::2].max()  # whole rows tied at the plane's maximum
     if nan:
@@ -87,10 +67,10 @@ def test_against_reference(mode, dtype, device):
             assert torch.equal(idx, ref_idx), what
             assert out.isnan().any()  # the NaN inputs won their bins
         else:
-            _assert_close_scaled(out, want_out, ref_spp.spatial_pyramid_pool(x64.detach().abs(), levels, mode),
+            assert_close_scaled(out, want_out, ref_spp.spatial_pyramid_pool(x64.detach().abs(), levels, mode),
                                  dtype, f"{what} forward")
         (scale,) = torch.autograd.grad(ref_spp.spatial_pyramid_pool(x64, levels, mode), x64, g.double().abs())
-        _assert_close_scaled(got, want, scale, dtype, f"{what} backward")
+        assert_close_scaled(got, want, scale, dtype, f"{what} backward")
 
 
 def test_ties_and_nan_by_hand():
@@ -119,7 +99,7 @@ def test_ties_and_nan_by_hand():
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradcheck(device):
     for h, w in ((5, 7), (8, 4)):
-        x = _randn(2, 2, h, w, device=device).requires_grad_()
+        x = randn(2, 2, h, w, device=device).requires_grad_()
         assert torch.autograd.gradcheck(lambda t: spatial_pyramid_pool(t, (1, 2, 4), "mean"), (x,))
         # max: distinct values at least 1/(h w) apart, so finite differences keep the argmax
         distinct = torch.randperm(2 * 2 * h * w, generator=torch.Generator().manual_seed(h)).to(F64)
@@ -128,8 +108,8 @@ def test_gradcheck(device):
 
 
 def test_double_backward():
-    x = _randn(1, 2, 5, 5).requires_grad_()
-    w = _randn(2 * 21, seed=1).requires_grad_()
+    x = randn(1, 2, 5, 5).requires_grad_()
+    w = randn(2 * 21, seed=1).requires_grad_()
     for mode in ("mean", "max"):
         grads = []
         for f in (spatial_pyramid_pool, ref_spp.spatial_pyramid_pool):
@@ -141,7 +121,7 @@ def test_double_backward():
 
 
 def test_bad_input():
-    x = _randn(2, 3, 5, 6)
+    x = randn(2, 3, 5, 6)
     op = "robustops.ops.spatial_pyramid_pool"
     with pytest.raises(ValueError, match=f"{op}: argument 'x' has 3x6 planes, smaller than the largest "
                                          "pyramid level 4"):
