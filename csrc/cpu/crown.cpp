@@ -14,6 +14,7 @@
 
 #include <robustops/cpu_loops.h>
 #include <robustops/crown.h>
+#include <robustops/crown_host.h>
 
 #include <algorithm>
 #include <type_traits>

@@ -1,22 +1,12 @@
-// Interval bound propagation: CPU kernels of the fused interval activations
-// (math in include/robustops/interval.h).
+// Interval bound propagation: CPU kernels of the fused interval activations (math in
+// include/robustops/interval.h, the op list in include/robustops/elementwise_families.h).
 #include <torch/library.h>
 
 #include <robustops/cpu_loops.h>
-#include <robustops/elementwise.h>
-#include <robustops/interval.h>
+#include <robustops/elementwise_families.h>
 
 namespace robustops {
 
-using namespace interval;
-
-TORCH_LIBRARY_IMPL(robustops, CPU, m) {
-  m.impl("interval_relu", &to_pair_op<cpu::Backend, Forward<Relu>>);
-  m.impl("_interval_relu_backward", &to_pair_backward_op<cpu::Backend, Backward<Relu>>);
-  m.impl("interval_mrelu", &to_pair_op<cpu::Backend, Forward<MRelu>>);
-  m.impl("_interval_mrelu_backward", &to_pair_backward_op<cpu::Backend, Backward<MRelu>>);
-  m.impl("interval_rbf", &to_pair_op<cpu::Backend, Forward<Rbf>>);
-  m.impl("_interval_rbf_backward", &to_pair_backward_op<cpu::Backend, Backward<Rbf>>);
-}
+TORCH_LIBRARY_IMPL(robustops, CPU, m) { register_interval<cpu::Backend>(m); }
 
 }  // namespace robustops

@@ -1,17 +1,12 @@
-// Symmetric activation functions: CPU kernels (math in include/robustops/saf.h).
+// Symmetric activation functions: CPU kernels (math in include/robustops/saf.h, the
+// op list in include/robustops/elementwise_families.h).
 #include <torch/library.h>
 
 #include <robustops/cpu_loops.h>
-#include <robustops/elementwise.h>
-#include <robustops/saf.h>
+#include <robustops/elementwise_families.h>
 
 namespace robustops {
 
-TORCH_LIBRARY_IMPL(robustops, CPU, m) {
-  m.impl("mrelu", &unary_op<cpu::Backend, saf::MReluForward>);
-  m.impl("_mrelu_backward", &unary_backward_op<cpu::Backend, saf::MReluBackward>);
-  m.impl("rbf", &unary_op<cpu::Backend, saf::RbfForward>);
-  m.impl("_rbf_backward", &unary_backward_op<cpu::Backend, saf::RbfBackward>);
-}
+TORCH_LIBRARY_IMPL(robustops, CPU, m) { register_saf<cpu::Backend>(m); }
 
 }  // namespace robustops

@@ -13,6 +13,7 @@
 #include <robustops/cuda_runtime.cuh>
 
 #include <robustops/crown.h>
+#include <robustops/crown_host.h>
 
 #include <algorithm>
 

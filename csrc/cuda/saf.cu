@@ -1,17 +1,12 @@
-// Symmetric activation functions: CUDA kernels (math in include/robustops/saf.h).
+// Symmetric activation functions: CUDA kernels (math in include/robustops/saf.h, the
+// op list in include/robustops/elementwise_families.h).
 #include <torch/library.h>
 
 #include <robustops/cuda_loops.cuh>
-#include <robustops/elementwise.h>
-#include <robustops/saf.h>
+#include <robustops/elementwise_families.h>
 
 namespace robustops {
 
-ROBUSTOPS_CUDA_LIBRARY_IMPL(m) {
-  m.impl("mrelu", &unary_op<cuda::Backend, saf::MReluForward>);
-  m.impl("_mrelu_backward", &unary_backward_op<cuda::Backend, saf::MReluBackward>);
-  m.impl("rbf", &unary_op<cuda::Backend, saf::RbfForward>);
-  m.impl("_rbf_backward", &unary_backward_op<cuda::Backend, saf::RbfBackward>);
-}
+ROBUSTOPS_CUDA_LIBRARY_IMPL(m) { register_saf<cuda::Backend>(m); }
 
 }  // namespace robustops

@@ -4,8 +4,9 @@
 //
 // An op is a functor F (per-element math, see saf.h) with a static kName, and a
 // Backend (cpu_loops.h, cuda_loops.cuh) that supplies a device Guard and the loops
-// unary_map / binary_map. A device file then registers, for example,
-//   m.impl("mrelu", &unary_op<cpu::Backend, saf::MReluForward>);
+// unary_map / binary_map. elementwise_families.h registers each family's ops with
+// them, e.g. m.impl("mrelu", &unary_op<Backend, saf::MReluForward>), and a device file
+// calls it once: register_saf<cpu::Backend>(m).
 #pragma once
 
 #include <ATen/ATen.h>
