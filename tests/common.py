@@ -52,3 +52,18 @@ def assert_close_scaled(actual, expected, scale, dtype, what=""):
     err = (actual - expected).abs()[ok]
     bound = (tol["atol"] + tol["rtol"] * expected.abs() + max(tol["rtol"], 1e-6) * scale)[ok]
     assert (err <= bound).all(), f"{what}: max excess {(err - bound).max().item()}"
+
+
+def spawn_ranks(worker, tmp_path, arg, world: int = 2) -> list:
+    """Run ``worker(rank, world, port, out_dir, arg)`` in ``world`` processes (a free
+    local port for the gloo rendezvous) and load what each rank saved to
+    ``out_dir/rank<r>.pt``: the distributed tests' scaffolding."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(world, port, str(tmp_path), arg), nprocs=world, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]

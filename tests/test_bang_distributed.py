@@ -5,17 +5,16 @@ of every layer's per-sample norms is taken over both ranks)."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
 from robustops.bang import BANG
+from tests.common import spawn_ranks
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
@@ -62,15 +61,8 @@ def _worker(rank, world, port, out_dir, group_mode):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(tmp_path, group_mode):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), group_mode), nprocs=2, join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    return spawn_ranks(_worker, tmp_path, group_mode)
 
 
 def test_ddp_equals_single_process_on_the_concatenated_batch(tmp_path):

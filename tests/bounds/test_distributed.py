@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.testing import assert_close
 
 from robustops.bounds import BoundedModule, certified_loss, crown_ibp_margins, verified_error
+from tests.common import spawn_ranks
 
 N = 12
 EPS = 0.1
@@ -89,15 +88,8 @@ def _worker(rank, world, port, out_dir, path):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(tmp_path, path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), path), nprocs=2, join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    return spawn_ranks(_worker, tmp_path, path)
 
 
 def _single(config):
