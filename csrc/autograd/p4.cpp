@@ -28,10 +28,12 @@ at::Tensor call_p4_filter(const at::Tensor& weight) {
   return op.call(weight);
 }
 
-at::Tensor call_p4_filter_backward(const at::Tensor& grad, int64_t in_rotations) {
+// in_rotations is a SymInt (weight.sym_size(2)), so tracing with symbolic shapes
+// (torch.compile(dynamic=True)) does not specialize on it.
+at::Tensor call_p4_filter_backward(const at::Tensor& grad, const c10::SymInt& in_rotations) {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("robustops::_p4_filter_backward", "")
-                             .typed<at::Tensor(const at::Tensor&, int64_t)>();
+                             .typed<at::Tensor(const at::Tensor&, c10::SymInt)>();
   return op.call(grad, in_rotations);
 }
 
@@ -40,18 +42,18 @@ class P4Filter : public torch::autograd::Function<P4Filter> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& weight) {
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor out = call_p4_filter(weight);  // checks the shape first
-    ctx->saved_data["in_rotations"] = weight.size(2);
+    ctx->saved_data["in_rotations"] = weight.sym_size(2);
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return {call_p4_filter_backward(grads[0], ctx->saved_data["in_rotations"].toInt())};
+    return {call_p4_filter_backward(grads[0], ctx->saved_data["in_rotations"].toSymInt())};
   }
 };
 
 class P4FilterBackward : public torch::autograd::Function<P4FilterBackward> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, int64_t in_rotations) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, const c10::SymInt& in_rotations) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return call_p4_filter_backward(grad, in_rotations);
   }
@@ -65,7 +67,7 @@ at::Tensor p4_filter_autograd(const at::Tensor& weight) {
   return P4Filter::apply(weight);
 }
 
-at::Tensor p4_filter_backward_autograd(const at::Tensor& grad, int64_t in_rotations) {
+at::Tensor p4_filter_backward_autograd(const at::Tensor& grad, c10::SymInt in_rotations) {
   return P4FilterBackward::apply(grad, in_rotations);
 }
 

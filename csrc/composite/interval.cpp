@@ -39,13 +39,15 @@ std::tuple<at::Tensor, at::Tensor> interval_linear(const at::Tensor& c, const at
 
 std::tuple<at::Tensor, at::Tensor> interval_conv2d(
     const at::Tensor& c, const at::Tensor& r, const at::Tensor& w, const c10::optional<at::Tensor>& b,
-    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+    c10::SymIntArrayRef stride, c10::SymIntArrayRef padding, c10::SymIntArrayRef dilation,
+    const c10::SymInt& groups) {
   check_interval("interval_conv2d", c, r, w, b);
   TORCH_CHECK(c.dim() == 4 && w.dim() == 4,
               "robustops::interval_conv2d: 'center' must be [N, C, H, W] and 'weight' "
               "[C_out, C / groups, kH, kW], got ", c.sizes(), " and ", w.sizes());
-  return {at::conv2d(c, w, b, stride, padding, dilation, groups),
-          at::conv2d(r, w.abs(), c10::nullopt, stride, padding, dilation, groups)};
+  // SymInt throughout, so the op also runs on symbolic shapes (torch.compile's tracing).
+  return {at::conv2d_symint(c, w, b, stride, padding, dilation, groups),
+          at::conv2d_symint(r, w.abs(), c10::nullopt, stride, padding, dilation, groups)};
 }
 
 }  // namespace

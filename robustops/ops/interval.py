@@ -25,6 +25,8 @@ the rest. The check is skipped while torch.compile traces (it depends on values)
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor
 
@@ -80,13 +82,27 @@ def interval_rbf(center: Tensor, radius: Tensor, *, validate_args: bool = True):
     return _call("interval_rbf", center, radius, validate_args)
 
 
+# Python ints, or torch.SymInt under torch.compile(dynamic=True): the schema's
+# shape-like arguments are SymInt, so they stay symbolic through the op.
+_INT = (int, torch.SymInt)
+
+
 def _pair(name: str, v) -> list:
-    if isinstance(v, int):
+    if isinstance(v, _INT):
         return [v, v]
     v = list(v)
-    if len(v) != 2 or not all(isinstance(i, int) for i in v):
+    if len(v) != 2 or not all(isinstance(i, _INT) for i in v):
         raise ValueError(f"robustops.ops.interval_conv2d: argument '{name}' must be an int or two ints, got {v}")
     return v
+
+
+def _int(name: str, v):
+    if isinstance(v, torch.SymInt):
+        return v
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise ValueError(f"robustops.ops.interval_conv2d: argument '{name}' must be an int, got {v!r}") from None
 
 
 def interval_linear(center: Tensor, radius: Tensor, weight: Tensor, bias=None, *, validate_args: bool = True):
@@ -103,7 +119,7 @@ def interval_conv2d(center: Tensor, radius: Tensor, weight: Tensor, bias=None, s
     arguments of torch.nn.functional.conv2d (numeric padding)."""
     _check("interval_conv2d", center, radius)
     _check_radius("interval_conv2d", radius, validate_args)
-    args = (_pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation), int(groups))
+    args = (_pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation), _int("groups", groups))
     return _conv2d.dispatch(center.device.type, center, radius, weight, bias, *args)
 
 

@@ -45,10 +45,11 @@ _SPP = {"max": Op("spp_max", reference=_spp_max_reference, kernel=_spp_max_value
 
 
 def _levels(levels) -> list:
-    if isinstance(levels, int):
+    if isinstance(levels, (int, torch.SymInt)):
         levels = (levels,)
     levels = list(levels)
-    if not levels or len(levels) > 8 or not all(isinstance(n, int) and n >= 1 for n in levels):
+    # SymInt levels (torch.compile(dynamic=True)) stay symbolic: the schema takes SymInt[]
+    if not levels or len(levels) > 8 or not all(isinstance(n, (int, torch.SymInt)) and n >= 1 for n in levels):
         raise ValueError("robustops.ops.spatial_pyramid_pool: argument 'levels' must be 1 to 8 positive ints, "
                          f"got {levels}")
     return levels
