@@ -5,7 +5,8 @@
 #                    sources, run the tests (the CUDA kernels among them, on the CPU)
 #   make bench       install, run the quick benchmark suite (BENCH_ARGS=--full for all)
 #   make install     only the set-up
-#   make lint        only ruff check (configured in pyproject.toml; make test runs it)
+#   make lint        only the lint: ruff check (pyproject.toml) and clang-format
+#                    (.clang-format) of csrc; make test runs it
 #   make check-cuda  only the nvcc compile check (fails on any error)
 #   make cuda-sim    only the CPU execution lane of the CUDA sources (test only)
 #   make gpu-check   on a machine with an NVIDIA GPU: a CUDA build, every test with the
@@ -23,14 +24,14 @@ BENCH_ARGS ?=
 STAMPS := .stamps
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f | sort)
 
-.PHONY: install lint test bench check-cuda cuda-sim gpu-check clean
+.PHONY: install lint format test bench check-cuda cuda-sim gpu-check clean
 
 install: $(STAMPS)/deps $(STAMPS)/build
 
 $(STAMPS)/deps: pyproject.toml
 	@mkdir -p $(STAMPS)
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q ninja numpy tqdm pytest pytest-xdist matplotlib setuptools wheel opencv-python-headless scikit-image ruff
+	$(PIP) install -q ninja numpy tqdm pytest pytest-xdist matplotlib setuptools wheel opencv-python-headless scikit-image ruff clang-format==18.1.8
 	@touch $@
 
 $(STAMPS)/build: $(STAMPS)/deps $(SOURCES)
@@ -52,9 +53,17 @@ $(STAMPS)/cuda-sim: $(STAMPS)/deps $(SOURCES) tools/build_cuda_sim.py
 
 cuda-sim: $(STAMPS)/cuda-sim
 
-# ruff (configured in pyproject.toml): a fast lint that fails the tests
+# ruff (configured in pyproject.toml) and clang-format (.clang-format, the version pinned
+# above: another version formats differently): a fast lint that fails the tests.
+# `make format` applies clang-format to csrc.
+CSRC_FORMATTED := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' | sort)
+
 lint: $(STAMPS)/deps
 	$(PYTHON) -m ruff check robustops tests bench tools setup.py
+	clang-format --dry-run -Werror $(CSRC_FORMATTED)
+
+format: $(STAMPS)/deps
+	clang-format -i $(CSRC_FORMATTED)
 
 test: lint install check-cuda cuda-sim
 	ROBUSTOPS_REQUIRE_CUDA_SIM=1 $(PYTHON) -m pytest -n 2 $(PYTEST_ARGS)

@@ -23,8 +23,7 @@ TORCH_LIBRARY(robustops, m) {
 
 extern "C" {
 PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C", "robustops compiled kernels", -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "robustops compiled kernels", -1, nullptr};
   PyObject* m = PyModule_Create(&module_def);
   if (m == nullptr) {
     return nullptr;

@@ -22,9 +22,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 at::Tensor call_p4_filter(const at::Tensor& weight) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("robustops::p4_filter", "")
-                             .typed<at::Tensor(const at::Tensor&)>();
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("robustops::p4_filter", "").typed<at::Tensor(const at::Tensor&)>();
   return op.call(weight);
 }
 

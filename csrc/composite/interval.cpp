@@ -27,24 +27,24 @@ void check_interval(const char* op, const at::Tensor& c, const at::Tensor& r, co
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> interval_linear(const at::Tensor& c, const at::Tensor& r,
-                                                   const at::Tensor& w,
+std::tuple<at::Tensor, at::Tensor> interval_linear(const at::Tensor& c, const at::Tensor& r, const at::Tensor& w,
                                                    const c10::optional<at::Tensor>& b) {
   check_interval("interval_linear", c, r, w, b);
   TORCH_CHECK(w.dim() == 2 && c.dim() >= 1 && c.size(-1) == w.size(1),
-              "robustops::interval_linear: argument 'weight' must be [out_features, ",
-              c.dim() >= 1 ? c.size(-1) : 0, "], got ", w.sizes());
+              "robustops::interval_linear: argument 'weight' must be [out_features, ", c.dim() >= 1 ? c.size(-1) : 0,
+              "], got ", w.sizes());
   return {at::linear(c, w, b), at::linear(r, w.abs())};
 }
 
-std::tuple<at::Tensor, at::Tensor> interval_conv2d(
-    const at::Tensor& c, const at::Tensor& r, const at::Tensor& w, const c10::optional<at::Tensor>& b,
-    c10::SymIntArrayRef stride, c10::SymIntArrayRef padding, c10::SymIntArrayRef dilation,
-    const c10::SymInt& groups) {
+std::tuple<at::Tensor, at::Tensor> interval_conv2d(const at::Tensor& c, const at::Tensor& r, const at::Tensor& w,
+                                                   const c10::optional<at::Tensor>& b, c10::SymIntArrayRef stride,
+                                                   c10::SymIntArrayRef padding, c10::SymIntArrayRef dilation,
+                                                   const c10::SymInt& groups) {
   check_interval("interval_conv2d", c, r, w, b);
   TORCH_CHECK(c.dim() == 4 && w.dim() == 4,
               "robustops::interval_conv2d: 'center' must be [N, C, H, W] and 'weight' "
-              "[C_out, C / groups, kH, kW], got ", c.sizes(), " and ", w.sizes());
+              "[C_out, C / groups, kH, kW], got ",
+              c.sizes(), " and ", w.sizes());
   // SymInt throughout, so the op also runs on symbolic shapes (torch.compile's tracing).
   return {at::conv2d_symint(c, w, b, stride, padding, dilation, groups),
           at::conv2d_symint(r, w.abs(), c10::nullopt, stride, padding, dilation, groups)};

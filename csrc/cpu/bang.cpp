@@ -28,8 +28,7 @@ void sum_squares_per_sample(const bang::Batch& b, acc_t* out) {
 }
 
 // eta of every sample; m = max(max_norm, the largest norm of the batch).
-void etas(const acc_t* norms, const double* eps, int64_t n,
-          const c10::optional<at::Tensor>& max_norm, acc_t* eta) {
+void etas(const acc_t* norms, const double* eps, int64_t n, const c10::optional<at::Tensor>& max_norm, acc_t* eta) {
   acc_t m = max_norm.has_value() ? max_norm->item<double>() : 0.0;
   for (int64_t i = 0; i < n; ++i) {
     m = std::max(m, norms[i]);  // a NaN norm does not poison the max
@@ -49,18 +48,15 @@ at::Tensor per_sample_norm(const at::Tensor& x) {
   return sumsq.sqrt_().to(bang::norm_dtype(x));
 }
 
-at::Tensor bang_eta(const at::Tensor& norms, const at::Tensor& eps,
-                    const c10::optional<at::Tensor>& max_norm) {
+at::Tensor bang_eta(const at::Tensor& norms, const at::Tensor& eps, const c10::optional<at::Tensor>& max_norm) {
   check_floating("bang_eta", "norms", norms);
-  TORCH_CHECK(norms.dim() == 1, "robustops::bang_eta: argument 'norms' must have shape [N], got ",
-              norms.sizes());
+  TORCH_CHECK(norms.dim() == 1, "robustops::bang_eta: argument 'norms' must have shape [N], got ", norms.sizes());
   const int64_t n = norms.size(0);
   const at::Tensor eps_d = bang::per_sample_eps("bang_eta", eps, n, norms.device());
   const auto m = bang::max_norm_arg("bang_eta", max_norm, norms.device());
   const at::Tensor norms_d = norms.to(at::kDouble).contiguous();
   at::Tensor eta = at::empty({n}, norms_d.options());
-  etas(norms_d.const_data_ptr<acc_t>(), eps_d.const_data_ptr<double>(), n, m,
-       eta.mutable_data_ptr<acc_t>());
+  etas(norms_d.const_data_ptr<acc_t>(), eps_d.const_data_ptr<double>(), n, m, eta.mutable_data_ptr<acc_t>());
   return eta.to(norms.scalar_type());
 }
 

@@ -30,8 +30,7 @@ using compute_t = std::conditional_t<cpu::is_reduced<scalar_t>, float, scalar_t>
 
 template <typename T>
 C10_ALWAYS_INLINE T forward_lanes(const T* __restrict__ a, const T* __restrict__ al, const T* __restrict__ bl,
-                                  const T* __restrict__ au, const T* __restrict__ bu, T* __restrict__ out,
-                                  int64_t m) {
+                                  const T* __restrict__ au, const T* __restrict__ bu, T* __restrict__ out, int64_t m) {
   constexpr int kLanes = 16;
   T acc[kLanes] = {};
   int64_t i = 0;
@@ -53,7 +52,7 @@ C10_ALWAYS_INLINE T forward_lanes(const T* __restrict__ a, const T* __restrict__
 // One row of A (m elements) against its sample's relaxation r[0..3]; returns d'.
 template <typename scalar_t>
 ROBUSTOPS_CPU_CLONES compute_t<scalar_t> forward_row(const scalar_t* __restrict__ a, const scalar_t* const (&r)[4],
-                                      scalar_t* __restrict__ out, int64_t m) {
+                                                     scalar_t* __restrict__ out, int64_t m) {
   if constexpr (cpu::is_reduced<scalar_t>) {
     float ba[kBlock], br[4][kBlock], bo[kBlock];
     float total = 0;
@@ -73,10 +72,9 @@ ROBUSTOPS_CPU_CLONES compute_t<scalar_t> forward_row(const scalar_t* __restrict_
 }
 
 template <typename T>
-C10_ALWAYS_INLINE void backward_lanes(const T* __restrict__ g, T gd, const T* __restrict__ a,
-                                      const T* __restrict__ al, const T* __restrict__ bl,
-                                      const T* __restrict__ au, const T* __restrict__ bu, T* __restrict__ ga,
-                                      T* __restrict__ sal, T* __restrict__ sbl, T* __restrict__ sau,
+C10_ALWAYS_INLINE void backward_lanes(const T* __restrict__ g, T gd, const T* __restrict__ a, const T* __restrict__ al,
+                                      const T* __restrict__ bl, const T* __restrict__ au, const T* __restrict__ bu,
+                                      T* __restrict__ ga, T* __restrict__ sal, T* __restrict__ sbl, T* __restrict__ sau,
                                       T* __restrict__ sbu, int64_t m) {
   for (int64_t i = 0; i < m; ++i) {
     const T x = a[i];
@@ -96,8 +94,8 @@ C10_ALWAYS_INLINE void backward_lanes(const T* __restrict__ g, T gd, const T* __
 template <typename scalar_t, typename T = compute_t<scalar_t>>
 C10_ALWAYS_INLINE void backward_rows(const scalar_t* __restrict__ g, const scalar_t* __restrict__ gd,
                                      const scalar_t* __restrict__ a, const T* const (&rel)[4],
-                                     scalar_t* __restrict__ ga, T (&sum)[4][kBlock], int64_t s, int64_t m,
-                                     int64_t b, int64_t k) {
+                                     scalar_t* __restrict__ ga, T (&sum)[4][kBlock], int64_t s, int64_t m, int64_t b,
+                                     int64_t k) {
   [[maybe_unused]] T bg[kBlock], ba[kBlock], bga[kBlock];
   for (int64_t row = 0; row < s; ++row) {
     const int64_t off = row * m + b;
@@ -108,8 +106,8 @@ C10_ALWAYS_INLINE void backward_rows(const scalar_t* __restrict__ g, const scala
       backward_lanes<T>(bg, gdr, ba, rel[0], rel[1], rel[2], rel[3], bga, sum[0], sum[1], sum[2], sum[3], k);
       cpu::store_block(bga, ga + off, k);
     } else {
-      backward_lanes<T>(g + off, gdr, a + off, rel[0], rel[1], rel[2], rel[3], ga + off, sum[0], sum[1],
-                        sum[2], sum[3], k);
+      backward_lanes<T>(g + off, gdr, a + off, rel[0], rel[1], rel[2], rel[3], ga + off, sum[0], sum[1], sum[2], sum[3],
+                        k);
     }
   }
 }
@@ -119,8 +117,7 @@ C10_ALWAYS_INLINE void backward_rows(const scalar_t* __restrict__ g, const scala
 template <typename scalar_t>
 ROBUSTOPS_CPU_CLONES void backward_sample(const scalar_t* __restrict__ g, const scalar_t* __restrict__ gd,
                                           const scalar_t* __restrict__ a, const scalar_t* const (&r)[4],
-                                          scalar_t* __restrict__ ga, scalar_t* const (&gr)[4], int64_t s,
-                                          int64_t m) {
+                                          scalar_t* __restrict__ ga, scalar_t* const (&gr)[4], int64_t s, int64_t m) {
   using T = compute_t<scalar_t>;
   T br[4][kBlock], sum[4][kBlock];
   for (int64_t b = 0; b < m; b += kBlock) {
@@ -176,8 +173,8 @@ C10_ALWAYS_INLINE T relu_forward_lanes(const T* __restrict__ a, const T* __restr
 template <typename scalar_t>
 ROBUSTOPS_CPU_CLONES compute_t<scalar_t> relu_forward_row(const scalar_t* __restrict__ a,
                                                           const scalar_t* __restrict__ l,
-                                                          const scalar_t* __restrict__ u,
-                                                          scalar_t* __restrict__ out, int64_t m) {
+                                                          const scalar_t* __restrict__ u, scalar_t* __restrict__ out,
+                                                          int64_t m) {
   if constexpr (cpu::is_reduced<scalar_t>) {
     float ba[kBlock], bl[kBlock], bu[kBlock], bo[kBlock];
     float total = 0;
@@ -228,8 +225,8 @@ ROBUSTOPS_CPU_CLONES void relu_backward_sample(const scalar_t* __restrict__ g, c
 std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Tensor& lower_slope,
                                                const at::Tensor& lower_intercept, const at::Tensor& upper_slope,
                                                const at::Tensor& upper_intercept) {
-  const crown::Args in = crown::args("crown_relax", nullptr, nullptr, a, lower_slope, lower_intercept,
-                                     upper_slope, upper_intercept);
+  const crown::Args in =
+      crown::args("crown_relax", nullptr, nullptr, a, lower_slope, lower_intercept, upper_slope, upper_intercept);
   const auto [n, s, m] = in.dims;
   at::Tensor out = at::empty(a.sizes(), in.a.options());
   at::Tensor d = at::empty({n, s}, in.a.options());
@@ -258,8 +255,8 @@ std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Te
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crown_relax_backward(
     const at::Tensor& grad_a, const at::Tensor& grad_d, const at::Tensor& a, const at::Tensor& lower_slope,
     const at::Tensor& lower_intercept, const at::Tensor& upper_slope, const at::Tensor& upper_intercept) {
-  const crown::Args in = crown::args("_crown_relax_backward", &grad_a, &grad_d, a, lower_slope,
-                                     lower_intercept, upper_slope, upper_intercept);
+  const crown::Args in = crown::args("_crown_relax_backward", &grad_a, &grad_d, a, lower_slope, lower_intercept,
+                                     upper_slope, upper_intercept);
   const auto [n, s, m] = in.dims;
   at::Tensor ga = at::empty(a.sizes(), in.a.options());
   at::Tensor gr[4];

@@ -7,6 +7,8 @@
 
 namespace robustops {
 
-TORCH_LIBRARY_IMPL(robustops, CPU, m) { register_interval<cpu::Backend>(m); }
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  register_interval<cpu::Backend>(m);
+}
 
 }  // namespace robustops

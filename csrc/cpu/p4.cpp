@@ -90,13 +90,26 @@ void adjoint_blocks(const scalar_t* src, scalar_t* dst, const p4::Dims& d, int64
 template <typename Body>
 void with_kernel_size(int64_t k, const Body& body) {
   switch (k) {
-    case 1: body(std::integral_constant<int64_t, 1>{}); break;
-    case 2: body(std::integral_constant<int64_t, 2>{}); break;
-    case 3: body(std::integral_constant<int64_t, 3>{}); break;
-    case 4: body(std::integral_constant<int64_t, 4>{}); break;
-    case 5: body(std::integral_constant<int64_t, 5>{}); break;
-    case 7: body(std::integral_constant<int64_t, 7>{}); break;
-    default: body(std::integral_constant<int64_t, 0>{});
+    case 1:
+      body(std::integral_constant<int64_t, 1>{});
+      break;
+    case 2:
+      body(std::integral_constant<int64_t, 2>{});
+      break;
+    case 3:
+      body(std::integral_constant<int64_t, 3>{});
+      break;
+    case 4:
+      body(std::integral_constant<int64_t, 4>{});
+      break;
+    case 5:
+      body(std::integral_constant<int64_t, 5>{});
+      break;
+    case 7:
+      body(std::integral_constant<int64_t, 7>{});
+      break;
+    default:
+      body(std::integral_constant<int64_t, 0>{});
   }
 }
 

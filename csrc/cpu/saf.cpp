@@ -7,6 +7,8 @@
 
 namespace robustops {
 
-TORCH_LIBRARY_IMPL(robustops, CPU, m) { register_saf<cpu::Backend>(m); }
+TORCH_LIBRARY_IMPL(robustops, CPU, m) {
+  register_saf<cpu::Backend>(m);
+}
 
 }  // namespace robustops

@@ -204,8 +204,8 @@ at::Tensor spp_mean(const at::Tensor& x, at::IntArrayRef levels) {
   return std::get<0>(forward<false>("spp_mean", x, levels));
 }
 
-at::Tensor spp_max_backward(const at::Tensor& grad, const at::Tensor& indices, at::IntArrayRef levels,
-                            int64_t height, int64_t width) {
+at::Tensor spp_max_backward(const at::Tensor& grad, const at::Tensor& indices, at::IntArrayRef levels, int64_t height,
+                            int64_t width) {
   return backward<true>("_spp_max_backward", grad, &indices, levels, height, width);
 }
 

@@ -24,8 +24,8 @@ namespace {
 using bang::acc_t;
 
 using cuda::kThreads;
-constexpr int64_t kChunk = kThreads * 16;  // elements of one sample per block
-constexpr int64_t kMaxChunks = 4096;       // per sample; blocks then stride
+constexpr int64_t kChunk = kThreads * 16;    // elements of one sample per block
+constexpr int64_t kMaxChunks = 4096;         // per sample; blocks then stride
 constexpr int64_t kMaxSampleBlocks = 65535;  // gridDim.y; blocks then stride
 
 // max that ignores NaN in its second argument (the running maxima are never NaN).
@@ -48,8 +48,8 @@ Grid grid_for(int64_t n, int64_t d) {
 }
 
 template <typename scalar_t>
-__global__ void partial_sumsq_kernel(const scalar_t* __restrict__ x, int64_t n, int64_t d,
-                                     int64_t chunk, acc_t* __restrict__ partial) {
+__global__ void partial_sumsq_kernel(const scalar_t* __restrict__ x, int64_t n, int64_t d, int64_t chunk,
+                                     acc_t* __restrict__ partial) {
   using opmath_t = at::opmath_type<scalar_t>;
   using Reduce = cuda::BlockReduce<acc_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
@@ -76,9 +76,9 @@ __global__ void partial_sumsq_kernel(const scalar_t* __restrict__ x, int64_t n, 
 // work[i] = eta_i.
 template <typename norm_t>
 __global__ void finalize_kernel(const acc_t* __restrict__ partial, int64_t chunks,
-                                const norm_t* __restrict__ given_norms, int64_t n,
-                                const double* __restrict__ eps, const double* __restrict__ max_norm,
-                                norm_t* __restrict__ norms_out, acc_t* __restrict__ work) {
+                                const norm_t* __restrict__ given_norms, int64_t n, const double* __restrict__ eps,
+                                const double* __restrict__ max_norm, norm_t* __restrict__ norms_out,
+                                acc_t* __restrict__ work) {
   using Reduce = cuda::BlockReduce<acc_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ acc_t batch_max;
@@ -133,8 +133,8 @@ template <typename scalar_t>
 Grid launch_partial(const bang::Batch& b, at::Tensor& partial, cuda::Stream stream) {
   const Grid g = grid_for(b.n, b.d);
   partial = at::empty({b.n, g.chunks}, b.data.options().dtype(at::kDouble));
-  cuda::launch(partial_sumsq_kernel<scalar_t>, g.dims, kThreads, 0, stream,
-      b.data.const_data_ptr<scalar_t>(), b.n, b.d, g.chunk, partial.mutable_data_ptr<acc_t>());
+  cuda::launch(partial_sumsq_kernel<scalar_t>, g.dims, kThreads, 0, stream, b.data.const_data_ptr<scalar_t>(), b.n, b.d,
+               g.chunk, partial.mutable_data_ptr<acc_t>());
   return g;
 }
 
@@ -155,19 +155,16 @@ at::Tensor per_sample_norm(const at::Tensor& x) {
     const Grid g = launch_partial<scalar_t>(b, partial, stream);
     at::Tensor work = at::empty({b.n}, partial.options());
     AT_DISPATCH_FLOATING_TYPES(norms.scalar_type(), "per_sample_norm", [&] {
-      cuda::launch(finalize_kernel<scalar_t>, 1, kThreads, 0, stream,
-          partial.const_data_ptr<acc_t>(), g.chunks, nullptr, b.n, nullptr, nullptr,
-          norms.mutable_data_ptr<scalar_t>(), work.mutable_data_ptr<acc_t>());
+      cuda::launch(finalize_kernel<scalar_t>, 1, kThreads, 0, stream, partial.const_data_ptr<acc_t>(), g.chunks,
+                   nullptr, b.n, nullptr, nullptr, norms.mutable_data_ptr<scalar_t>(), work.mutable_data_ptr<acc_t>());
     });
   });
   return norms;
 }
 
-at::Tensor bang_eta(const at::Tensor& norms, const at::Tensor& eps,
-                    const c10::optional<at::Tensor>& max_norm) {
+at::Tensor bang_eta(const at::Tensor& norms, const at::Tensor& eps, const c10::optional<at::Tensor>& max_norm) {
   check_floating("bang_eta", "norms", norms);
-  TORCH_CHECK(norms.dim() == 1, "robustops::bang_eta: argument 'norms' must have shape [N], got ",
-              norms.sizes());
+  TORCH_CHECK(norms.dim() == 1, "robustops::bang_eta: argument 'norms' must have shape [N], got ", norms.sizes());
   const cuda::Guard guard(norms.device());
   const int64_t n = norms.size(0);
   const at::Tensor eps_d = bang::per_sample_eps("bang_eta", eps, n, norms.device());
@@ -177,9 +174,8 @@ at::Tensor bang_eta(const at::Tensor& norms, const at::Tensor& eps,
   if (n > 0) {
     const cuda::Stream stream = cuda::current_stream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, norms.scalar_type(), "bang_eta", [&] {
-      cuda::launch(finalize_kernel<scalar_t>, 1, kThreads, 0, stream,
-          nullptr, 0, given.const_data_ptr<scalar_t>(), n, eps_d.const_data_ptr<double>(),
-          optional_ptr(m), nullptr, eta.mutable_data_ptr<acc_t>());
+      cuda::launch(finalize_kernel<scalar_t>, 1, kThreads, 0, stream, nullptr, 0, given.const_data_ptr<scalar_t>(), n,
+                   eps_d.const_data_ptr<double>(), optional_ptr(m), nullptr, eta.mutable_data_ptr<acc_t>());
     });
   }
   return eta.to(norms.scalar_type());
@@ -203,14 +199,13 @@ std::tuple<at::Tensor, at::Tensor> bang_scale(const at::Tensor& grad, const at::
     const Grid g = launch_partial<scalar_t>(b, partial, stream);
     using grad_t = scalar_t;
     AT_DISPATCH_FLOATING_TYPES(norms.scalar_type(), "bang_scale", [&] {
-      cuda::launch(finalize_kernel<scalar_t>, 1, kThreads, 0, stream,
-          partial.const_data_ptr<acc_t>(), g.chunks, nullptr, b.n, eps_d.const_data_ptr<double>(),
-          optional_ptr(m), norms.mutable_data_ptr<scalar_t>(), eta.mutable_data_ptr<acc_t>());
+      cuda::launch(finalize_kernel<scalar_t>, 1, kThreads, 0, stream, partial.const_data_ptr<acc_t>(), g.chunks,
+                   nullptr, b.n, eps_d.const_data_ptr<double>(), optional_ptr(m), norms.mutable_data_ptr<scalar_t>(),
+                   eta.mutable_data_ptr<acc_t>());
     });
     if (b.d > 0) {
-      cuda::launch(scale_kernel<grad_t>, g.dims, kThreads, 0, stream,
-          b.data.const_data_ptr<grad_t>(), b.n, b.d, g.chunk, eta.const_data_ptr<acc_t>(),
-          out.mutable_data_ptr<grad_t>());
+      cuda::launch(scale_kernel<grad_t>, g.dims, kThreads, 0, stream, b.data.const_data_ptr<grad_t>(), b.n, b.d,
+                   g.chunk, eta.const_data_ptr<acc_t>(), out.mutable_data_ptr<grad_t>());
     }
   });
   return {out, norms};

@@ -90,8 +90,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ a, const Relax relax
 
 template <typename scalar_t, typename Relax>
 __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ gd,
-                                const scalar_t* __restrict__ a, const Relax relax, scalar_t* __restrict__ ga,
-                                int64_t n, int64_t s, int64_t m) {
+                                const scalar_t* __restrict__ a, const Relax relax, scalar_t* __restrict__ ga, int64_t n,
+                                int64_t s, int64_t m) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t total = n * m;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
@@ -118,8 +118,8 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const scalar_t* 
 std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Tensor& lower_slope,
                                                const at::Tensor& lower_intercept, const at::Tensor& upper_slope,
                                                const at::Tensor& upper_intercept) {
-  const crown::Args in = crown::args("crown_relax", nullptr, nullptr, a, lower_slope, lower_intercept,
-                                     upper_slope, upper_intercept);
+  const crown::Args in =
+      crown::args("crown_relax", nullptr, nullptr, a, lower_slope, lower_intercept, upper_slope, upper_intercept);
   const auto [n, s, m] = in.dims;
   const cuda::Guard guard(a.device());
   at::Tensor out = at::empty(a.sizes(), in.a.options());
@@ -133,12 +133,17 @@ std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Te
   }
   const auto stream = cuda::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "crown_relax", [&] {
-    const Lines<scalar_t> lines{in.relax[0].const_data_ptr<scalar_t>(), in.relax[1].const_data_ptr<scalar_t>(),
-                                in.relax[2].const_data_ptr<scalar_t>(), in.relax[3].const_data_ptr<scalar_t>(),
-                                nullptr, nullptr, nullptr, nullptr};
+    const Lines<scalar_t> lines{in.relax[0].const_data_ptr<scalar_t>(),
+                                in.relax[1].const_data_ptr<scalar_t>(),
+                                in.relax[2].const_data_ptr<scalar_t>(),
+                                in.relax[3].const_data_ptr<scalar_t>(),
+                                nullptr,
+                                nullptr,
+                                nullptr,
+                                nullptr};
     cuda::launch(forward_kernel<scalar_t, Lines<scalar_t>>, blocks_for(n * s, 1), kThreads, 0, stream,
-        in.a.const_data_ptr<scalar_t>(), lines, out.mutable_data_ptr<scalar_t>(), d.mutable_data_ptr<scalar_t>(),
-        n * s, s, m);
+                 in.a.const_data_ptr<scalar_t>(), lines, out.mutable_data_ptr<scalar_t>(),
+                 d.mutable_data_ptr<scalar_t>(), n * s, s, m);
   });
   return {out, d};
 }
@@ -146,8 +151,8 @@ std::tuple<at::Tensor, at::Tensor> crown_relax(const at::Tensor& a, const at::Te
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crown_relax_backward(
     const at::Tensor& grad_a, const at::Tensor& grad_d, const at::Tensor& a, const at::Tensor& lower_slope,
     const at::Tensor& lower_intercept, const at::Tensor& upper_slope, const at::Tensor& upper_intercept) {
-  const crown::Args in = crown::args("_crown_relax_backward", &grad_a, &grad_d, a, lower_slope,
-                                     lower_intercept, upper_slope, upper_intercept);
+  const crown::Args in = crown::args("_crown_relax_backward", &grad_a, &grad_d, a, lower_slope, lower_intercept,
+                                     upper_slope, upper_intercept);
   const auto [n, s, m] = in.dims;
   const cuda::Guard guard(a.device());
   at::Tensor ga = at::empty(a.sizes(), in.a.options());
@@ -162,11 +167,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> crown_rel
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "_crown_relax_backward", [&] {
     const Lines<scalar_t> lines{in.relax[0].const_data_ptr<scalar_t>(), in.relax[1].const_data_ptr<scalar_t>(),
                                 in.relax[2].const_data_ptr<scalar_t>(), in.relax[3].const_data_ptr<scalar_t>(),
-                                gr[0].mutable_data_ptr<scalar_t>(), gr[1].mutable_data_ptr<scalar_t>(),
-                                gr[2].mutable_data_ptr<scalar_t>(), gr[3].mutable_data_ptr<scalar_t>()};
+                                gr[0].mutable_data_ptr<scalar_t>(),     gr[1].mutable_data_ptr<scalar_t>(),
+                                gr[2].mutable_data_ptr<scalar_t>(),     gr[3].mutable_data_ptr<scalar_t>()};
     cuda::launch(backward_kernel<scalar_t, Lines<scalar_t>>, blocks_for(n * m, kThreads), kThreads, 0, stream,
-        in.grad_out.const_data_ptr<scalar_t>(), in.grad_d.const_data_ptr<scalar_t>(),
-        in.a.const_data_ptr<scalar_t>(), lines, ga.mutable_data_ptr<scalar_t>(), n, s, m);
+                 in.grad_out.const_data_ptr<scalar_t>(), in.grad_d.const_data_ptr<scalar_t>(),
+                 in.a.const_data_ptr<scalar_t>(), lines, ga.mutable_data_ptr<scalar_t>(), n, s, m);
   });
   return {ga, gr[0], gr[1], gr[2], gr[3]};
 }
@@ -189,8 +194,8 @@ std::tuple<at::Tensor, at::Tensor> crown_relu(const at::Tensor& a, const at::Ten
     const ReLUInterval<scalar_t> relu{in.relax[0].const_data_ptr<scalar_t>(), in.relax[1].const_data_ptr<scalar_t>(),
                                       nullptr, nullptr};
     cuda::launch(forward_kernel<scalar_t, ReLUInterval<scalar_t>>, blocks_for(n * s, 1), kThreads, 0, stream,
-        in.a.const_data_ptr<scalar_t>(), relu, out.mutable_data_ptr<scalar_t>(), d.mutable_data_ptr<scalar_t>(),
-        n * s, s, m);
+                 in.a.const_data_ptr<scalar_t>(), relu, out.mutable_data_ptr<scalar_t>(),
+                 d.mutable_data_ptr<scalar_t>(), n * s, s, m);
   });
   return {out, d};
 }
@@ -212,8 +217,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> crown_relu_backward(const at::Ten
     const ReLUInterval<scalar_t> relu{in.relax[0].const_data_ptr<scalar_t>(), in.relax[1].const_data_ptr<scalar_t>(),
                                       gl.mutable_data_ptr<scalar_t>(), gu.mutable_data_ptr<scalar_t>()};
     cuda::launch(backward_kernel<scalar_t, ReLUInterval<scalar_t>>, blocks_for(n * m, kThreads), kThreads, 0, stream,
-        in.grad_out.const_data_ptr<scalar_t>(), in.grad_d.const_data_ptr<scalar_t>(),
-        in.a.const_data_ptr<scalar_t>(), relu, ga.mutable_data_ptr<scalar_t>(), n, s, m);
+                 in.grad_out.const_data_ptr<scalar_t>(), in.grad_d.const_data_ptr<scalar_t>(),
+                 in.a.const_data_ptr<scalar_t>(), relu, ga.mutable_data_ptr<scalar_t>(), n, s, m);
   });
   return {ga, gl, gu};
 }

@@ -7,6 +7,8 @@
 
 namespace robustops {
 
-ROBUSTOPS_CUDA_LIBRARY_IMPL(m) { register_interval<cuda::Backend>(m); }
+ROBUSTOPS_CUDA_LIBRARY_IMPL(m) {
+  register_interval<cuda::Backend>(m);
+}
 
 }  // namespace robustops

@@ -53,7 +53,7 @@ at::Tensor p4_filter(const at::Tensor& weight) {
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "p4_filter", [&] {
     cuda::launch(transform_kernel<scalar_t>, blocks_for(out.numel()), kThreads, 0, cuda::current_stream(),
-        w.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), d);
+                 w.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), d);
   });
   return out;
 }
@@ -68,7 +68,7 @@ at::Tensor p4_filter_backward(const at::Tensor& grad, int64_t in_rotations) {
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "_p4_filter_backward", [&] {
     cuda::launch(adjoint_kernel<scalar_t>, blocks_for(out.numel()), kThreads, 0, cuda::current_stream(),
-        g.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), d);
+                 g.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), d);
   });
   return out;
 }

@@ -7,6 +7,8 @@
 
 namespace robustops {
 
-ROBUSTOPS_CUDA_LIBRARY_IMPL(m) { register_saf<cuda::Backend>(m); }
+ROBUSTOPS_CUDA_LIBRARY_IMPL(m) {
+  register_saf<cuda::Backend>(m);
+}
 
 }  // namespace robustops

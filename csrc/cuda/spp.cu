@@ -21,8 +21,8 @@ using cuda::kThreads;
 
 template <bool Max, typename scalar_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
-                               int64_t* __restrict__ indices, spp::Levels lv, int64_t planes, int64_t c,
-                               int64_t h, int64_t w) {
+                               int64_t* __restrict__ indices, spp::Levels lv, int64_t planes, int64_t c, int64_t h,
+                               int64_t w) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t total = planes * lv.total;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
@@ -51,8 +51,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restr
 
 template <bool Max, typename scalar_t>
 __global__ void backward_kernel(const scalar_t* __restrict__ grad, const int64_t* __restrict__ indices,
-                                scalar_t* __restrict__ out, spp::Levels lv, int64_t planes, int64_t c,
-                                int64_t h, int64_t w) {
+                                scalar_t* __restrict__ out, spp::Levels lv, int64_t planes, int64_t c, int64_t h,
+                                int64_t w) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t total = planes * h * w;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
@@ -60,8 +60,8 @@ __global__ void backward_kernel(const scalar_t* __restrict__ grad, const int64_t
     const int64_t p = e / (h * w), yx = e % (h * w);
     const int64_t s = p / c, ch = p % c;
     const int64_t base = s * c * lv.total;
-    out[e] = static_cast<scalar_t>(spp::gather_grad<Max, acc_t>(lv, grad + base, Max ? indices + base : nullptr,
-                                                                ch, c, h, w, yx / w, yx % w));
+    out[e] = static_cast<scalar_t>(
+        spp::gather_grad<Max, acc_t>(lv, grad + base, Max ? indices + base : nullptr, ch, c, h, w, yx / w, yx % w));
   }
 }
 
@@ -78,8 +78,8 @@ std::tuple<at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& x_,
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "spp", [&] {
     cuda::launch(forward_kernel<Max, scalar_t>, blocks_for(out.numel()), kThreads, 0, cuda::current_stream(),
-        x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
-        Max ? indices.mutable_data_ptr<int64_t>() : nullptr, lv, b * c, c, h, w);
+                 x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                 Max ? indices.mutable_data_ptr<int64_t>() : nullptr, lv, b * c, c, h, w);
   });
   return {out, indices};
 }
@@ -102,8 +102,8 @@ at::Tensor backward(const char* op, const at::Tensor& grad_, const at::Tensor* i
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "spp_backward", [&] {
     cuda::launch(backward_kernel<Max, scalar_t>, blocks_for(out.numel()), kThreads, 0, cuda::current_stream(),
-        grad.const_data_ptr<scalar_t>(), Max ? indices.const_data_ptr<int64_t>() : nullptr,
-        out.mutable_data_ptr<scalar_t>(), lv, b * c, c, h, w);
+                 grad.const_data_ptr<scalar_t>(), Max ? indices.const_data_ptr<int64_t>() : nullptr,
+                 out.mutable_data_ptr<scalar_t>(), lv, b * c, c, h, w);
   });
   return out;
 }
@@ -116,8 +116,8 @@ at::Tensor spp_mean(const at::Tensor& x, at::IntArrayRef levels) {
   return std::get<0>(forward<false>("spp_mean", x, levels));
 }
 
-at::Tensor spp_max_backward(const at::Tensor& grad, const at::Tensor& indices, at::IntArrayRef levels,
-                            int64_t height, int64_t width) {
+at::Tensor spp_max_backward(const at::Tensor& grad, const at::Tensor& indices, at::IntArrayRef levels, int64_t height,
+                            int64_t width) {
   return backward<true>("_spp_max_backward", grad, &indices, levels, height, width);
 }
 

@@ -23,8 +23,7 @@ inline Batch batch(const char* op, const char* arg, const at::Tensor& grad) {
   const int64_t d = n == 0 ? 0 : grad.numel() / n;
   // Contiguous and channels-last layouts keep each sample's block contiguous: use
   // them as they are (robustops/ops/bang.py's fake kernel follows the same rule).
-  const bool blocks = grad.is_contiguous() ||
-                      grad.is_contiguous(at::MemoryFormat::ChannelsLast) ||
+  const bool blocks = grad.is_contiguous() || grad.is_contiguous(at::MemoryFormat::ChannelsLast) ||
                       grad.is_contiguous(at::MemoryFormat::ChannelsLast3d);
   return {blocks ? grad : grad.contiguous(), n, d};
 }
@@ -35,14 +34,12 @@ inline at::ScalarType norm_dtype(const at::Tensor& grad) {
 }
 
 // eps as float64 [N] on `device`; max_norm (optional) as a float64 0-d tensor.
-inline at::Tensor per_sample_eps(const char* op, const at::Tensor& eps, int64_t n,
-                                 const at::Device& device) {
+inline at::Tensor per_sample_eps(const char* op, const at::Tensor& eps, int64_t n, const at::Device& device) {
   check_floating(op, "eps", eps);
-  TORCH_CHECK(eps.dim() == 1 && eps.size(0) == n, "robustops::", op,
-              ": argument 'eps' must have shape [", n, "] (one value per sample), got ",
-              eps.sizes());
-  TORCH_CHECK(eps.device() == device, "robustops::", op, ": argument 'eps' is on ",
-              eps.device(), " but the gradient is on ", device);
+  TORCH_CHECK(eps.dim() == 1 && eps.size(0) == n, "robustops::", op, ": argument 'eps' must have shape [", n,
+              "] (one value per sample), got ", eps.sizes());
+  TORCH_CHECK(eps.device() == device, "robustops::", op, ": argument 'eps' is on ", eps.device(),
+              " but the gradient is on ", device);
   return eps.to(at::kDouble).contiguous();
 }
 
@@ -52,10 +49,9 @@ inline c10::optional<at::Tensor> max_norm_arg(const char* op, const c10::optiona
     return c10::nullopt;
   }
   check_floating(op, "max_norm", *m);
-  TORCH_CHECK(m->numel() == 1, "robustops::", op,
-              ": argument 'max_norm' must hold one value, got shape ", m->sizes());
-  TORCH_CHECK(m->device() == device, "robustops::", op, ": argument 'max_norm' is on ",
-              m->device(), " but the gradient is on ", device);
+  TORCH_CHECK(m->numel() == 1, "robustops::", op, ": argument 'max_norm' must hold one value, got shape ", m->sizes());
+  TORCH_CHECK(m->device() == device, "robustops::", op, ": argument 'max_norm' is on ", m->device(),
+              " but the gradient is on ", device);
   return m->to(at::kDouble).reshape({});
 }
 

@@ -70,13 +70,12 @@ struct Convert<c10::Half> {
     const uint32_t shifted_exp = 0x7C00u << 13;
     uint32_t o = (static_cast<uint32_t>(h) & 0x7FFFu) << 13;  // exponent and mantissa
     const uint32_t exp = o & shifted_exp;
-    o += (127u - 15u) << 23;                                  // rebias the exponent
+    o += (127u - 15u) << 23;  // rebias the exponent
     const float sub = math::int_as_float(static_cast<int32_t>(o + (1u << 23))) -
-                      math::int_as_float(113 << 23);          // subnormal: renormalize
-    o = exp == shifted_exp ? o + ((128u - 16u) << 23) : o;    // inf and NaN
+                      math::int_as_float(113 << 23);        // subnormal: renormalize
+    o = exp == shifted_exp ? o + ((128u - 16u) << 23) : o;  // inf and NaN
     const uint32_t bits = exp == 0 ? static_cast<uint32_t>(math::float_as_int(sub)) : o;
-    return math::int_as_float(
-        static_cast<int32_t>(bits | ((static_cast<uint32_t>(h) & 0x8000u) << 16)));
+    return math::int_as_float(static_cast<int32_t>(bits | ((static_cast<uint32_t>(h) & 0x8000u) << 16)));
   }
   static C10_ALWAYS_INLINE uint16_t store(float f) {
     const uint32_t f32_inf = 255u << 23;
@@ -87,9 +86,9 @@ struct Convert<c10::Half> {
     u ^= sign;
     const uint32_t overflow = u > f32_inf ? 0x7E00u : 0x7C00u;  // NaN or inf
     const uint32_t denorm =
-        static_cast<uint32_t>(math::float_as_int(
-            math::int_as_float(static_cast<int32_t>(u)) +
-            math::int_as_float(static_cast<int32_t>(denorm_magic)))) - denorm_magic;
+        static_cast<uint32_t>(math::float_as_int(math::int_as_float(static_cast<int32_t>(u)) +
+                                                 math::int_as_float(static_cast<int32_t>(denorm_magic)))) -
+        denorm_magic;
     const uint32_t normal = (u + ((15u - 127u) << 23) + 0xFFFu + ((u >> 13) & 1u)) >> 13;
     const uint32_t o = u >= f16_max ? overflow : (u < (113u << 23) ? denorm : normal);
     return static_cast<uint16_t>(o | (sign >> 16));
@@ -129,16 +128,14 @@ C10_ALWAYS_INLINE void apply(const T* __restrict__ x, T* __restrict__ out, int64
 }
 
 template <typename T, typename F>
-C10_ALWAYS_INLINE void apply(
-    const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t n, F f) {
+C10_ALWAYS_INLINE void apply(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t n, F f) {
   for (int64_t i = 0; i < n; ++i) {
     out[i] = f(a[i], b[i]);
   }
 }
 
 template <typename scalar_t, typename F>
-ROBUSTOPS_CPU_CLONES void unary_chunk(
-    const scalar_t* __restrict__ x, scalar_t* __restrict__ out, int64_t n, F f) {
+ROBUSTOPS_CPU_CLONES void unary_chunk(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, int64_t n, F f) {
   if constexpr (is_reduced<scalar_t>) {
     float bx[kBlock], bo[kBlock];
     for (int64_t b = 0; b < n; b += kBlock) {
@@ -153,9 +150,8 @@ ROBUSTOPS_CPU_CLONES void unary_chunk(
 }
 
 template <typename scalar_t, typename F>
-ROBUSTOPS_CPU_CLONES void binary_chunk(
-    const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
-    scalar_t* __restrict__ out, int64_t n, F f) {
+ROBUSTOPS_CPU_CLONES void binary_chunk(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
+                                       scalar_t* __restrict__ out, int64_t n, F f) {
   if constexpr (is_reduced<scalar_t>) {
     float ba[kBlock], bb[kBlock], bo[kBlock];
     for (int64_t i = 0; i < n; i += kBlock) {
@@ -174,8 +170,8 @@ ROBUSTOPS_CPU_CLONES void binary_chunk(
 // center and a radius): f(in_0, ..., in_{NIn-1}, out0&, out1&), on scalars: a
 // functor that keeps its intermediate flags in a struct is not vectorized by gcc.
 template <int NIn, typename T, typename F>
-C10_ALWAYS_INLINE void apply_to_pair(const T* const (&in)[NIn], T* __restrict__ o0,
-                                     T* __restrict__ o1, int64_t n, F f) {
+C10_ALWAYS_INLINE void apply_to_pair(const T* const (&in)[NIn], T* __restrict__ o0, T* __restrict__ o1, int64_t n,
+                                     F f) {
   if constexpr (NIn == 2) {
     const T* __restrict__ a = in[0];
     const T* __restrict__ b = in[1];
@@ -195,8 +191,8 @@ C10_ALWAYS_INLINE void apply_to_pair(const T* const (&in)[NIn], T* __restrict__ 
 }
 
 template <int NIn, typename scalar_t, typename F>
-ROBUSTOPS_CPU_CLONES void to_pair_chunk(const scalar_t* const (&in)[NIn], scalar_t* o0,
-                                        scalar_t* o1, int64_t offset, int64_t n, F f) {
+ROBUSTOPS_CPU_CLONES void to_pair_chunk(const scalar_t* const (&in)[NIn], scalar_t* o0, scalar_t* o1, int64_t offset,
+                                        int64_t n, F f) {
   if constexpr (is_reduced<scalar_t>) {
     float bin[NIn][kBlock], b0[kBlock], b1[kBlock];
     const float* bp[NIn];
@@ -274,7 +270,9 @@ ROBUSTOPS_CPU_CLONES double sum_squares(const scalar_t* __restrict__ x, int64_t 
 struct Multiply {
   double s;
   template <typename T>
-  C10_ALWAYS_INLINE T operator()(T x) const { return x * static_cast<T>(s); }
+  C10_ALWAYS_INLINE T operator()(T x) const {
+    return x * static_cast<T>(s);
+  }
 };
 
 // out[i] = f(x[i]) for i < n.
@@ -307,8 +305,7 @@ struct Backend {
     cpu::binary_map(a, b, out, n, f);
   }
   template <int NIn, typename scalar_t, typename F>
-  static void map_to_pair(const scalar_t* const (&in)[NIn], scalar_t* out0, scalar_t* out1,
-                          int64_t n, F f) {
+  static void map_to_pair(const scalar_t* const (&in)[NIn], scalar_t* out0, scalar_t* out1, int64_t n, F f) {
     cpu::map_to_pair<NIn>(in, out0, out1, n, f);
   }
 };

@@ -32,8 +32,7 @@ namespace crown {
 
 // One element of the forward: writes A'[n, s, m], returns its term of d'.
 template <typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t relax(acc_t a, acc_t a_lo, acc_t b_lo, acc_t a_up, acc_t b_up,
-                                              acc_t& out) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t relax(acc_t a, acc_t a_lo, acc_t b_lo, acc_t a_up, acc_t b_up, acc_t& out) {
   const bool pos = a >= acc_t(0);
   out = a * (pos ? a_lo : a_up);
   return a * (pos ? b_lo : b_up);
@@ -60,8 +59,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void relu_relaxation(acc_t l, acc_t u, acc_t& 
 //     d b_up / d l = -u^2 / w^2,  d b_up / d u = l^2 / w^2;
 // 0 elsewhere (a_lo is piecewise constant, b_lo = 0, the other pieces constant).
 template <typename acc_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void relu_relaxation_backward(acc_t l, acc_t u, acc_t g_aup, acc_t g_bup,
-                                                                acc_t& g_l, acc_t& g_u) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void relu_relaxation_backward(acc_t l, acc_t u, acc_t g_aup, acc_t g_bup, acc_t& g_l,
+                                                                acc_t& g_u) {
   const bool mixed = !(u <= acc_t(0)) && !(l >= acc_t(0));
   const acc_t w = mixed ? u - l : acc_t(1);
   g_l = mixed ? u * (g_aup - u * g_bup) / w / w : acc_t(0);

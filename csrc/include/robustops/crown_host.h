@@ -38,7 +38,8 @@ inline Args args(const char* op, const at::Tensor* grad_out, const at::Tensor* g
   check_floating(op, "a", a);
   TORCH_CHECK(a.dim() >= 3, "robustops::", op,
               ": argument 'a' must have shape [N, S, ...] (S linear functions of the activation's "
-              "output per sample), got ", a.sizes());
+              "output per sample), got ",
+              a.sizes());
   std::vector<int64_t> want{a.size(0)};
   for (int64_t d = 2; d < a.dim(); ++d) {
     want.push_back(a.size(d));
@@ -46,9 +47,9 @@ inline Args args(const char* op, const at::Tensor* grad_out, const at::Tensor* g
   Args out;
   for (int i = 0; i < R; ++i) {
     check_same_dtype_device(op, names[i], *relax[i], "a", a);
-    TORCH_CHECK(relax[i]->sizes() == at::IntArrayRef(want), "robustops::", op, ": argument '",
-                names[i], "' must have shape ", at::IntArrayRef(want),
-                " (the shape of 'a' without its dimension 1), got ", relax[i]->sizes());
+    TORCH_CHECK(relax[i]->sizes() == at::IntArrayRef(want), "robustops::", op, ": argument '", names[i],
+                "' must have shape ", at::IntArrayRef(want), " (the shape of 'a' without its dimension 1), got ",
+                relax[i]->sizes());
     out.relax[i] = relax[i]->contiguous();
   }
   if (grad_out != nullptr) {
@@ -56,8 +57,7 @@ inline Args args(const char* op, const at::Tensor* grad_out, const at::Tensor* g
     check_same_shape(op, "grad_a", *grad_out, "a", a);
     check_same_dtype_device(op, "grad_d", *grad_d, "a", a);
     TORCH_CHECK(grad_d->sizes() == at::IntArrayRef({a.size(0), a.size(1)}), "robustops::", op,
-                ": argument 'grad_d' must have shape [", a.size(0), ", ", a.size(1), "], got ",
-                grad_d->sizes());
+                ": argument 'grad_d' must have shape [", a.size(0), ", ", a.size(1), "], got ", grad_d->sizes());
     out.grad_out = grad_out->contiguous();
     out.grad_d = grad_d->contiguous();
   }
@@ -71,8 +71,8 @@ inline Args args(const char* op, const at::Tensor* grad_out, const at::Tensor* g
 }
 
 inline Args args(const char* op, const at::Tensor* grad_out, const at::Tensor* grad_d, const at::Tensor& a,
-                 const at::Tensor& lower_slope, const at::Tensor& lower_intercept,
-                 const at::Tensor& upper_slope, const at::Tensor& upper_intercept) {
+                 const at::Tensor& lower_slope, const at::Tensor& lower_intercept, const at::Tensor& upper_slope,
+                 const at::Tensor& upper_intercept) {
   const at::Tensor* const relax[4] = {&lower_slope, &lower_intercept, &upper_slope, &upper_intercept};
   return args<4>(op, grad_out, grad_d, a, relax, kRelaxNames);
 }

@@ -15,15 +15,13 @@
 namespace robustops {
 namespace cuda {
 
-
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
   T v[N];
 };
 
 template <int kVec, typename scalar_t, typename F>
-__global__ void unary_kernel(
-    const scalar_t* __restrict__ x, scalar_t* __restrict__ out, int64_t n, F f) {
+__global__ void unary_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, int64_t n, F f) {
   using opmath_t = at::opmath_type<scalar_t>;
   using P = Pack<scalar_t, kVec>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -43,9 +41,8 @@ __global__ void unary_kernel(
 }
 
 template <int kVec, typename scalar_t, typename F>
-__global__ void binary_kernel(
-    const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
-    scalar_t* __restrict__ out, int64_t n, F f) {
+__global__ void binary_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
+                              scalar_t* __restrict__ out, int64_t n, F f) {
   using opmath_t = at::opmath_type<scalar_t>;
   using P = Pack<scalar_t, kVec>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -56,14 +53,12 @@ __global__ void binary_kernel(
     P pb = reinterpret_cast<const P*>(b)[i];
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
-      pb.v[j] = static_cast<scalar_t>(
-          f(static_cast<opmath_t>(pa.v[j]), static_cast<opmath_t>(pb.v[j])));
+      pb.v[j] = static_cast<scalar_t>(f(static_cast<opmath_t>(pa.v[j]), static_cast<opmath_t>(pb.v[j])));
     }
     reinterpret_cast<P*>(out)[i] = pb;
   }
   for (int64_t i = n_vec * kVec + tid; i < n; i += stride) {
-    out[i] = static_cast<scalar_t>(
-        f(static_cast<opmath_t>(a[i]), static_cast<opmath_t>(b[i])));
+    out[i] = static_cast<scalar_t>(f(static_cast<opmath_t>(a[i]), static_cast<opmath_t>(b[i])));
   }
 }
 
@@ -71,7 +66,9 @@ inline bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-inline dim3 grid_for(int64_t work_items) { return dim3(blocks_for(work_items)); }
+inline dim3 grid_for(int64_t work_items) {
+  return dim3(blocks_for(work_items));
+}
 
 // out[i] = f(x[i]) for i < n, on the current stream of the current device.
 template <typename scalar_t, typename F>
@@ -103,8 +100,8 @@ struct Pointers {
 };
 
 template <int NIn, typename scalar_t, typename F>
-__global__ void to_pair_kernel(Pointers<NIn, scalar_t> in, scalar_t* __restrict__ out0,
-                               scalar_t* __restrict__ out1, int64_t n, F f) {
+__global__ void to_pair_kernel(Pointers<NIn, scalar_t> in, scalar_t* __restrict__ out0, scalar_t* __restrict__ out1,
+                               int64_t n, F f) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
@@ -113,8 +110,8 @@ __global__ void to_pair_kernel(Pointers<NIn, scalar_t> in, scalar_t* __restrict_
       f(static_cast<opmath_t>(in.p[0][i]), static_cast<opmath_t>(in.p[1][i]), y0, y1);
     } else {
       static_assert(NIn == 4, "to_pair_kernel: 2 or 4 inputs");
-      f(static_cast<opmath_t>(in.p[0][i]), static_cast<opmath_t>(in.p[1][i]),
-        static_cast<opmath_t>(in.p[2][i]), static_cast<opmath_t>(in.p[3][i]), y0, y1);
+      f(static_cast<opmath_t>(in.p[0][i]), static_cast<opmath_t>(in.p[1][i]), static_cast<opmath_t>(in.p[2][i]),
+        static_cast<opmath_t>(in.p[3][i]), y0, y1);
     }
     out0[i] = static_cast<scalar_t>(y0);
     out1[i] = static_cast<scalar_t>(y1);
@@ -143,8 +140,7 @@ struct Backend {
     cuda::binary_map(a, b, out, n, f);
   }
   template <int NIn, typename scalar_t, typename F>
-  static void map_to_pair(const scalar_t* const (&in)[NIn], scalar_t* out0, scalar_t* out1,
-                          int64_t n, F f) {
+  static void map_to_pair(const scalar_t* const (&in)[NIn], scalar_t* out0, scalar_t* out1, int64_t n, F f) {
     cuda::map_to_pair<NIn>(in, out0, out1, n, f);
   }
 };

@@ -41,14 +41,17 @@ namespace cuda {
 
 using Guard = sim::Guard;
 using Stream = sim::Stream;
-inline Stream current_stream() { return Stream{}; }
+inline Stream current_stream() {
+  return Stream{};
+}
 template <typename T, int kThreads>
 using BlockReduce = sim::BlockReduce<T, kThreads>;
-inline int64_t cap_blocks(int64_t n) { return sim::cap_blocks(n); }
+inline int64_t cap_blocks(int64_t n) {
+  return sim::cap_blocks(n);
+}
 
 template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, Stream,
-            Args&&... args) {
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, Stream, Args&&... args) {
   sim::launch(grid, block, shared_bytes, [&] { kernel(args...); });
 }
 
@@ -56,14 +59,17 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared
 
 using Guard = c10::cuda::CUDAGuard;
 using Stream = cudaStream_t;
-inline Stream current_stream() { return c10::cuda::getCurrentCUDAStream(); }
+inline Stream current_stream() {
+  return c10::cuda::getCurrentCUDAStream();
+}
 template <typename T, int kThreads>
 using BlockReduce = cub::BlockReduce<T, kThreads>;
-inline int64_t cap_blocks(int64_t n) { return n; }
+inline int64_t cap_blocks(int64_t n) {
+  return n;
+}
 
 template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, Stream stream,
-            Args&&... args) {
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, Stream stream, Args&&... args) {
   kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -80,8 +86,8 @@ constexpr int64_t kMaxBlocks = int64_t{65535} * 32;
 // kMaxBlocks (and, in the lane, its test cap).
 inline unsigned blocks_for(int64_t items, int64_t per_block = kThreads) {
   const int64_t blocks = (items + per_block - 1) / per_block;
-  return static_cast<unsigned>(std::max<int64_t>(1, cap_blocks(std::min<int64_t>(std::max<int64_t>(blocks, 1),
-                                                                                  kMaxBlocks))));
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, cap_blocks(std::min<int64_t>(std::max<int64_t>(blocks, 1), kMaxBlocks))));
 }
 
 }  // namespace cuda

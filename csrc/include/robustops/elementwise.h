@@ -30,8 +30,7 @@ at::Tensor unary_op(const at::Tensor& x) {
     return out;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xd.scalar_type(), op, [&] {
-    Backend::unary_map(
-        xd.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), xd.numel(), F{});
+    Backend::unary_map(xd.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), xd.numel(), F{});
   });
   return out;
 }
@@ -51,8 +50,8 @@ at::Tensor unary_backward_op(const at::Tensor& grad, const at::Tensor& x) {
     return out;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xd.scalar_type(), op, [&] {
-    Backend::binary_map(gd.const_data_ptr<scalar_t>(), xd.const_data_ptr<scalar_t>(),
-                        out.mutable_data_ptr<scalar_t>(), xd.numel(), F{});
+    Backend::binary_map(gd.const_data_ptr<scalar_t>(), xd.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                        xd.numel(), F{});
   });
   return out;
 }
@@ -71,8 +70,8 @@ std::tuple<at::Tensor, at::Tensor> to_pair_op(const at::Tensor& c, const at::Ten
   if (cd.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cd.scalar_type(), op, [&] {
       const scalar_t* const in[2] = {cd.const_data_ptr<scalar_t>(), rd.const_data_ptr<scalar_t>()};
-      Backend::template map_to_pair<2>(in, out0.mutable_data_ptr<scalar_t>(),
-                                       out1.mutable_data_ptr<scalar_t>(), cd.numel(), F{});
+      Backend::template map_to_pair<2>(in, out0.mutable_data_ptr<scalar_t>(), out1.mutable_data_ptr<scalar_t>(),
+                                       cd.numel(), F{});
     });
   }
   return {out0, out1};
@@ -80,8 +79,8 @@ std::tuple<at::Tensor, at::Tensor> to_pair_op(const at::Tensor& c, const at::Ten
 
 // Its backward: (g_c, g_r) = F(g_c', g_r', c, r), in c's layout.
 template <typename Backend, typename F>
-std::tuple<at::Tensor, at::Tensor> to_pair_backward_op(
-    const at::Tensor& gc, const at::Tensor& gr, const at::Tensor& c, const at::Tensor& r) {
+std::tuple<at::Tensor, at::Tensor> to_pair_backward_op(const at::Tensor& gc, const at::Tensor& gr, const at::Tensor& c,
+                                                       const at::Tensor& r) {
   constexpr const char* op = F::kName;
   check_floating(op, "center", c);
   check_same_dtype_device(op, "radius", r, "center", c);
@@ -98,8 +97,8 @@ std::tuple<at::Tensor, at::Tensor> to_pair_backward_op(
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cd.scalar_type(), op, [&] {
       const scalar_t* const in[4] = {gcd.const_data_ptr<scalar_t>(), grd.const_data_ptr<scalar_t>(),
                                      cd.const_data_ptr<scalar_t>(), rd.const_data_ptr<scalar_t>()};
-      Backend::template map_to_pair<4>(in, out0.mutable_data_ptr<scalar_t>(),
-                                       out1.mutable_data_ptr<scalar_t>(), cd.numel(), F{});
+      Backend::template map_to_pair<4>(in, out0.mutable_data_ptr<scalar_t>(), out1.mutable_data_ptr<scalar_t>(),
+                                       cd.numel(), F{});
     });
   }
   return {out0, out1};

@@ -11,31 +11,22 @@ namespace robustops {
 // Elementwise ops accept float16, bfloat16, float32 and float64 tensors. Anything
 // else is a TypeError (c10::TypeError maps to Python's TypeError).
 inline void check_floating(const char* op, const char* arg, const at::Tensor& t) {
-  TORCH_CHECK_TYPE(
-      t.is_floating_point(), "robustops::", op, ": argument '", arg,
-      "' must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
-      t.scalar_type());
+  TORCH_CHECK_TYPE(t.is_floating_point(), "robustops::", op, ": argument '", arg,
+                   "' must be a floating-point tensor (float16, bfloat16, float32 or float64), got ", t.scalar_type());
 }
 
-inline void check_same_shape(
-    const char* op, const char* arg, const at::Tensor& t, const char* other_arg,
-    const at::Tensor& other) {
-  TORCH_CHECK(
-      t.sizes() == other.sizes(), "robustops::", op, ": argument '", arg, "' has shape ",
-      t.sizes(), " but '", other_arg, "' has shape ", other.sizes(),
-      "; they must be equal");
+inline void check_same_shape(const char* op, const char* arg, const at::Tensor& t, const char* other_arg,
+                             const at::Tensor& other) {
+  TORCH_CHECK(t.sizes() == other.sizes(), "robustops::", op, ": argument '", arg, "' has shape ", t.sizes(), " but '",
+              other_arg, "' has shape ", other.sizes(), "; they must be equal");
 }
 
-inline void check_same_dtype_device(
-    const char* op, const char* arg, const at::Tensor& t, const char* other_arg,
-    const at::Tensor& other) {
-  TORCH_CHECK_TYPE(
-      t.scalar_type() == other.scalar_type(), "robustops::", op, ": argument '", arg,
-      "' has dtype ", t.scalar_type(), " but '", other_arg, "' has dtype ",
-      other.scalar_type());
-  TORCH_CHECK(
-      t.device() == other.device(), "robustops::", op, ": argument '", arg,
-      "' is on ", t.device(), " but '", other_arg, "' is on ", other.device());
+inline void check_same_dtype_device(const char* op, const char* arg, const at::Tensor& t, const char* other_arg,
+                                    const at::Tensor& other) {
+  TORCH_CHECK_TYPE(t.scalar_type() == other.scalar_type(), "robustops::", op, ": argument '", arg, "' has dtype ",
+                   t.scalar_type(), " but '", other_arg, "' has dtype ", other.scalar_type());
+  TORCH_CHECK(t.device() == other.device(), "robustops::", op, ": argument '", arg, "' is on ", t.device(), " but '",
+              other_arg, "' is on ", other.device());
 }
 
 // The layout rule of the elementwise ops: a tensor whose elements are dense in

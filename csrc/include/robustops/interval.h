@@ -25,32 +25,48 @@ struct Relu {
   static constexpr const char* kName = "interval_relu";
   static constexpr bool kUnimodal = false;
   template <typename T>
-  static C10_HOST_DEVICE C10_ALWAYS_INLINE T f(T x) { return x < T(0) ? T(0) : x; }  // NaN passes
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T f(T x) {
+    return x < T(0) ? T(0) : x;
+  }  // NaN passes
   template <typename T>
-  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x) { return x > T(0) ? T(1) : T(0); }
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x) {
+    return x > T(0) ? T(1) : T(0);
+  }
 };
 
 struct MRelu {
   static constexpr const char* kName = "interval_mrelu";
   static constexpr bool kUnimodal = true;
   template <typename T>
-  static C10_HOST_DEVICE C10_ALWAYS_INLINE T f(T x) { return saf::mrelu(x); }
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T f(T x) {
+    return saf::mrelu(x);
+  }
   template <typename T>
-  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x) { return saf::mrelu_backward(T(1), x); }
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x) {
+    return saf::mrelu_backward(T(1), x);
+  }
   template <typename T>
-  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x, T) { return df(x); }
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x, T) {
+    return df(x);
+  }
 };
 
 struct Rbf {
   static constexpr const char* kName = "interval_rbf";
   static constexpr bool kUnimodal = true;
   template <typename T>
-  static C10_HOST_DEVICE C10_ALWAYS_INLINE T f(T x) { return saf::rbf(x); }
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T f(T x) {
+    return saf::rbf(x);
+  }
   template <typename T>
-  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x) { return saf::rbf_derivative(x); }
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x) {
+    return saf::rbf_derivative(x);
+  }
   // f'(x) from x and f(x) = exp(-x^2), without a second exponential
   template <typename T>
-  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x, T fx) { return fx == T(0) ? T(0) : T(-2) * x * fx; }
+  static C10_HOST_DEVICE C10_ALWAYS_INLINE T df(T x, T fx) {
+    return fx == T(0) ? T(0) : T(-2) * x * fx;
+  }
 };
 
 // Forward: (c, r) -> (c', r') = ((hi + lo) / 2, (hi - lo) / 2). Plain scalars and

@@ -25,10 +25,22 @@ namespace p4 {
 C10_HOST_DEVICE C10_ALWAYS_INLINE constexpr void rot_source(int r, int64_t y, int64_t x, int64_t k, int64_t& sy,
                                                             int64_t& sx) {
   switch (r & 3) {
-    case 0: sy = y; sx = x; break;
-    case 1: sy = x; sx = k - 1 - y; break;
-    case 2: sy = k - 1 - y; sx = k - 1 - x; break;
-    default: sy = k - 1 - x; sx = y; break;
+    case 0:
+      sy = y;
+      sx = x;
+      break;
+    case 1:
+      sy = x;
+      sx = k - 1 - y;
+      break;
+    case 2:
+      sy = k - 1 - y;
+      sx = k - 1 - x;
+      break;
+    default:
+      sy = k - 1 - x;
+      sx = y;
+      break;
   }
 }
 

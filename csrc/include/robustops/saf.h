@@ -49,7 +49,9 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T rbf_derivative(T x) {
 struct MReluForward {
   static constexpr const char* kName = "mrelu";
   template <typename T>
-  C10_HOST_DEVICE C10_ALWAYS_INLINE T operator()(T x) const { return mrelu(x); }
+  C10_HOST_DEVICE C10_ALWAYS_INLINE T operator()(T x) const {
+    return mrelu(x);
+  }
 };
 struct MReluBackward {
   static constexpr const char* kName = "_mrelu_backward";
@@ -61,7 +63,9 @@ struct MReluBackward {
 struct RbfForward {
   static constexpr const char* kName = "rbf";
   template <typename T>
-  C10_HOST_DEVICE C10_ALWAYS_INLINE T operator()(T x) const { return rbf(x); }
+  C10_HOST_DEVICE C10_ALWAYS_INLINE T operator()(T x) const {
+    return rbf(x);
+  }
 };
 struct RbfBackward {
   static constexpr const char* kName = "_rbf_backward";

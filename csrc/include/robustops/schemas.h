@@ -26,18 +26,32 @@ inline void define_schemas(torch::Library& m) {
 
   // interval: interval bound propagation in center/radius form
   m.def("interval_relu(Tensor center, Tensor radius) -> (Tensor, Tensor)");
-  m.def("_interval_relu_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, Tensor)");
+  m.def(
+      "_interval_relu_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, "
+      "Tensor)");
   m.def("interval_mrelu(Tensor center, Tensor radius) -> (Tensor, Tensor)");
-  m.def("_interval_mrelu_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, Tensor)");
+  m.def(
+      "_interval_mrelu_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, "
+      "Tensor)");
   m.def("interval_rbf(Tensor center, Tensor radius) -> (Tensor, Tensor)");
-  m.def("_interval_rbf_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, Tensor)");
+  m.def(
+      "_interval_rbf_backward(Tensor grad_center, Tensor grad_radius, Tensor center, Tensor radius) -> (Tensor, "
+      "Tensor)");
   m.def("interval_linear(Tensor center, Tensor radius, Tensor weight, Tensor? bias=None) -> (Tensor, Tensor)");
-  m.def("interval_conv2d(Tensor center, Tensor radius, Tensor weight, Tensor? bias=None, SymInt[2] stride=1, SymInt[2] padding=0, SymInt[2] dilation=1, SymInt groups=1) -> (Tensor, Tensor)");
+  m.def(
+      "interval_conv2d(Tensor center, Tensor radius, Tensor weight, Tensor? bias=None, SymInt[2] stride=1, SymInt[2] "
+      "padding=0, SymInt[2] dilation=1, SymInt groups=1) -> (Tensor, Tensor)");
   // CROWN: back-substitution through an activation's linear relaxation (crown.h)
-  m.def("crown_relax(Tensor a, Tensor lower_slope, Tensor lower_intercept, Tensor upper_slope, Tensor upper_intercept) -> (Tensor, Tensor)");
-  m.def("_crown_relax_backward(Tensor grad_a, Tensor grad_d, Tensor a, Tensor lower_slope, Tensor lower_intercept, Tensor upper_slope, Tensor upper_intercept) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "crown_relax(Tensor a, Tensor lower_slope, Tensor lower_intercept, Tensor upper_slope, Tensor upper_intercept) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "_crown_relax_backward(Tensor grad_a, Tensor grad_d, Tensor a, Tensor lower_slope, Tensor lower_intercept, "
+      "Tensor upper_slope, Tensor upper_intercept) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("crown_relu(Tensor a, Tensor lower, Tensor upper) -> (Tensor, Tensor)");
-  m.def("_crown_relu_backward(Tensor grad_a, Tensor grad_d, Tensor a, Tensor lower, Tensor upper) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "_crown_relu_backward(Tensor grad_a, Tensor grad_d, Tensor a, Tensor lower, Tensor upper) -> (Tensor, Tensor, "
+      "Tensor)");
 
   // p4: the filter transform of p4 group convolutions and its adjoint (p4.h)
   m.def("p4_filter(Tensor weight) -> Tensor");

@@ -41,8 +41,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE int64_t bin_end(int64_t i, int64_t n, int64_t 
 }
 
 // The bins i of level n that hold coordinate y: [first, last].
-C10_HOST_DEVICE C10_ALWAYS_INLINE void bins_holding(int64_t y, int64_t n, int64_t size, int64_t& first,
-                                                    int64_t& last) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void bins_holding(int64_t y, int64_t n, int64_t size, int64_t& first, int64_t& last) {
   first = (y * n) / size;
   last = ((y + 1) * n + size - 1) / size - 1;
   if (last > n - 1) {
@@ -51,8 +50,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void bins_holding(int64_t y, int64_t n, int64_
 }
 
 // Where bin j (row-major) of level l of channel c lands in a sample's T * C outputs.
-C10_HOST_DEVICE C10_ALWAYS_INLINE int64_t out_index(const Levels& lv, int l, int64_t c, int64_t channels,
-                                                    int64_t j) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE int64_t out_index(const Levels& lv, int l, int64_t c, int64_t channels, int64_t j) {
   return lv.offset[l] * channels + c * lv.n[l] * lv.n[l] + j;
 }
 
@@ -66,8 +64,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void level_of(const Levels& lv, int64_t t, int
 }
 
 template <typename acc_t, typename scalar_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void max_bin(const scalar_t* plane, int64_t w, int64_t y0, int64_t y1,
-                                               int64_t x0, int64_t x1, acc_t& best, int64_t& at) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void max_bin(const scalar_t* plane, int64_t w, int64_t y0, int64_t y1, int64_t x0,
+                                               int64_t x1, acc_t& best, int64_t& at) {
   at = y0 * w + x0;
   best = -INFINITY;
   for (int64_t y = y0; y < y1; ++y) {
@@ -82,8 +80,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void max_bin(const scalar_t* plane, int64_t w,
 }
 
 template <typename acc_t, typename scalar_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t mean_bin(const scalar_t* plane, int64_t w, int64_t y0, int64_t y1,
-                                                 int64_t x0, int64_t x1) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t mean_bin(const scalar_t* plane, int64_t w, int64_t y0, int64_t y1, int64_t x0,
+                                                 int64_t x1) {
   acc_t sum = 0;
   for (int64_t y = y0; y < y1; ++y) {
     for (int64_t x = x0; x < x1; ++x) {
@@ -96,9 +94,9 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t mean_bin(const scalar_t* plane, int64_t 
 // The gradient of element (y, x) of a plane: the sum over the bins that hold it of
 // their gradient (max: where the bin's maximum is this element; mean: over its area).
 template <bool Max, typename acc_t, typename scalar_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t gather_grad(const Levels& lv, const scalar_t* grad,
-                                                    const int64_t* indices, int64_t c, int64_t channels,
-                                                    int64_t h, int64_t w, int64_t y, int64_t x) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t gather_grad(const Levels& lv, const scalar_t* grad, const int64_t* indices,
+                                                    int64_t c, int64_t channels, int64_t h, int64_t w, int64_t y,
+                                                    int64_t x) {
   acc_t sum = 0;
   for (int l = 0; l < lv.count; ++l) {
     const int64_t n = lv.n[l];

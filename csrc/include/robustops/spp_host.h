@@ -37,15 +37,14 @@ inline int64_t largest(const Levels& lv) {
 inline at::Tensor input(const char* op, const at::Tensor& x, const Levels& lv) {
   check_floating(op, "x", x);
   TORCH_CHECK(x.dim() == 4, "robustops::", op, ": argument 'x' must have shape [B, C, H, W], got ", x.sizes());
-  TORCH_CHECK(x.size(2) >= largest(lv) && x.size(3) >= largest(lv), "robustops::", op, ": argument 'x' has ",
-              x.size(2), "x", x.size(3), " planes, smaller than the largest pyramid level ", largest(lv),
+  TORCH_CHECK(x.size(2) >= largest(lv) && x.size(3) >= largest(lv), "robustops::", op, ": argument 'x' has ", x.size(2),
+              "x", x.size(3), " planes, smaller than the largest pyramid level ", largest(lv),
               " (every bin must hold at least one element)");
   return x.contiguous();
 }
 
 // grad [B, C * T] for planes of height x width; returns C.
-inline int64_t grad_channels(const char* op, const at::Tensor& grad, const Levels& lv, int64_t height,
-                             int64_t width) {
+inline int64_t grad_channels(const char* op, const at::Tensor& grad, const Levels& lv, int64_t height, int64_t width) {
   check_floating(op, "grad", grad);
   TORCH_CHECK(grad.dim() == 2 && grad.size(1) % lv.total == 0, "robustops::", op,
               ": argument 'grad' must have shape [B, C * ", lv.total, "], got ", grad.sizes());
@@ -57,10 +56,10 @@ inline int64_t grad_channels(const char* op, const at::Tensor& grad, const Level
 // The argmax indices of spp_max for the backward: int64, the shape of grad.
 inline at::Tensor max_indices(const char* op, const at::Tensor& indices, const at::Tensor& grad) {
   TORCH_CHECK(indices.sizes() == grad.sizes() && indices.scalar_type() == at::kLong, "robustops::", op,
-              ": argument 'indices' must be an int64 tensor of the shape of 'grad', got ", indices.scalar_type(),
-              " ", indices.sizes());
-  TORCH_CHECK(indices.device() == grad.device(), "robustops::", op, ": argument 'indices' is on ",
-              indices.device(), " but 'grad' is on ", grad.device());
+              ": argument 'indices' must be an int64 tensor of the shape of 'grad', got ", indices.scalar_type(), " ",
+              indices.sizes());
+  TORCH_CHECK(indices.device() == grad.device(), "robustops::", op, ": argument 'indices' is on ", indices.device(),
+              " but 'grad' is on ", grad.device());
   return indices.contiguous();
 }
 

@@ -87,8 +87,8 @@ template <typename F>
 void launch(dim3 grid, dim3 block, std::size_t shared_bytes, F&& body) {
   const int64_t threads = int64_t(block.x) * block.y * block.z;
   const int64_t blocks = int64_t(grid.x) * grid.y * grid.z;
-  TORCH_CHECK(threads >= 1 && threads <= 1024 && block.z <= 64,
-              "robustops CUDA lane: invalid block (", block.x, ", ", block.y, ", ", block.z, ")");
+  TORCH_CHECK(threads >= 1 && threads <= 1024 && block.z <= 64, "robustops CUDA lane: invalid block (", block.x, ", ",
+              block.y, ", ", block.z, ")");
   TORCH_CHECK(blocks >= 1 && grid.x < (1u << 31) && grid.y <= 65535 && grid.z <= 65535,
               "robustops CUDA lane: invalid grid (", grid.x, ", ", grid.y, ", ", grid.z, ")");
   TORCH_CHECK(shared_bytes == 0, "robustops CUDA lane: dynamic shared memory is not modelled");
@@ -147,8 +147,8 @@ struct BlockReduce {
 
   template <typename Op>
   T Reduce(T value, Op op) {
-    const int64_t t = state.thread.x + int64_t(state.block_dim.x) *
-                                           (state.thread.y + int64_t(state.block_dim.y) * state.thread.z);
+    const int64_t t =
+        state.thread.x + int64_t(state.block_dim.x) * (state.thread.y + int64_t(state.block_dim.y) * state.thread.z);
     storage.values[t] = value;
     syncthreads();
     if (t != 0) {
@@ -173,7 +173,9 @@ struct BlockReduce {
 #define blockDim (::robustops::sim::state.block_dim)
 #define gridDim (::robustops::sim::state.grid_dim)
 
-inline void __syncthreads() { ::robustops::sim::syncthreads(); }
+inline void __syncthreads() {
+  ::robustops::sim::syncthreads();
+}
 inline int __float_as_int(float f) {
   int i;
   std::memcpy(&i, &f, sizeof(i));
