@@ -38,29 +38,33 @@ def test_readme_tables_are_the_committed_outputs():
     assert tool.render(text) == text, "run python tools/readme_tables.py"
 
 
-def _experiment_prose():
-    """The README's Experiments section without its generated blocks, code blocks,
-    inline code and headings: the text written by hand."""
+def _prose(heading: str, block: str):
+    """The README's section under ``## heading`` without its generated blocks (between
+    <!-- block:NAME --> markers), code blocks, inline code and headings: the text
+    written by hand."""
     with open(README) as f:
         text = f.read()
-    start = text.index("\n## Experiments\n")
-    end = text.index("\n## ", start + 1)
-    section = text[start:end]
-    section = re.sub(r"<!-- experiment:(\S+) -->\n.*?<!-- /experiment:\1 -->", "", section, flags=re.S)
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start:] if end < 0 else text[start:end]
+    section = re.sub(rf"<!-- {block}:(\S+) -->\n.*?<!-- /{block}:\1 -->", "", section, flags=re.S)
     section = re.sub(r"```.*?```", "", section, flags=re.S)
     section = re.sub(r"`[^`]*`", "", section)
     return [line for line in section.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def test_experiment_prose_types_no_number():
-    """Every number in the README's Experiments section comes from the committed
-    results (the generated blocks): the hand-written prose holds no digit."""
-    lines = _experiment_prose()
-    assert lines, "the Experiments section has no prose: the check would be empty"
-    # names are not numbers: the papers' "Table 2" / "Figure 3", the group p4
-    names = re.compile(r"\b(Tables?|Figures?|Fig\.|Eq\.|eq\.) \d+\b|\bp4\b")
-    typed = [line for line in lines if re.search(r"\d", names.sub("", line))]
-    assert not typed, "numbers typed by hand in the README's Experiments section:\n" + "\n".join(typed)
+# names are not numbers: the papers' "Table 2" / "Figure 3", the group p4, a 2-core machine
+_NAMES = re.compile(r"\b(Tables?|Figures?|Fig\.|Eq\.|eq\.) \d+\b|\bp4\b|\b2-core\b")
+
+
+@pytest.mark.parametrize("heading, block", [("Experiments", "experiment"), ("Benchmarks", "bench")])
+def test_result_prose_types_no_number(heading, block):
+    """Every number in the README's Experiments and Benchmarks sections comes from the
+    committed results (the generated blocks): the hand-written prose holds no digit."""
+    lines = _prose(heading, block)
+    assert lines, f"the {heading} section has no prose: the check would be empty"
+    typed = [line for line in lines if re.search(r"\d", _NAMES.sub("", line))]
+    assert not typed, f"numbers typed by hand in the README's {heading} section:\n" + "\n".join(typed)
 
 
 # experiments whose paper states no claim with a metric (certified_ablation: the GM

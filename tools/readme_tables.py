@@ -4,11 +4,13 @@ typed in by hand:
 - each experiment's report (experiments/results/NAME.md: the paper's numbers, what
   the run did, the criterion, the verdict computed from the seeds and the table of
   mean +- sd) between the markers <!-- experiment:NAME --> and <!-- /experiment:NAME -->;
-- the benchmark targets of a device (bench/results/DEVICE.md, with the machine and the
-  share of the CPU other processes took during the run) between
-  <!-- bench:DEVICE:targets --> and <!-- /bench:DEVICE:targets -->, and the first
-  table under the heading of bench/results/DEVICE.md that starts with "## SECTION"
-  between <!-- bench:DEVICE:SECTION --> and <!-- /bench:DEVICE:SECTION -->.
+- the benchmark targets of a device (bench/results/DEVICE.json), summarized: one row per
+  op and metric with how many of its sizes hit the target and the range measured, the
+  missed ones listed, with the machine and the share of the CPU other processes took
+  during the run, between <!-- bench:DEVICE:summary --> and <!-- /bench:DEVICE:summary -->
+  (every table stays in bench/results/DEVICE.md); and the first table under the heading
+  of bench/results/DEVICE.md that starts with "## SECTION" between
+  <!-- bench:DEVICE:SECTION --> and <!-- /bench:DEVICE:SECTION -->.
 
     python tools/readme_tables.py           # rewrite README.md
     python tools/readme_tables.py --check   # exit 1 if README.md is stale
@@ -57,22 +59,50 @@ def experiment(name: str) -> str:
             f"{record['seconds']:.0f} s on this 2-core CPU.\n")
 
 
-def bench(spec: str) -> str:
-    """DEVICE:targets: where and how busy the run of bench/results/DEVICE.{json,md}
-    was, and its targets table; DEVICE:SECTION: the first table under the heading
-    "## SECTION..." of bench/results/DEVICE.md."""
-    device, section = spec.split(":", 1)
-    lines = (BENCH / f"{device}.md").read_text().splitlines()
-    if section != "targets":
-        start = next(k for k, line in enumerate(lines) if line.startswith(f"## {section}"))
-        return _table(lines, start) + "\n"
-    meta = json.loads((BENCH / f"{device}.json").read_text())["metadata"]
+def _value(t: dict, value: float) -> str:
+    """Two decimals, or three where two would show a missed target as its threshold."""
+    text = f"{value:.2f}"
+    return f"{value:.3f}" if float(text) == t["threshold"] and value != t["threshold"] else text
+
+
+def _range(ts) -> str:
+    """min-max of the values measured against one target (one value: itself)."""
+    lo, hi = min(ts, key=lambda t: t["value"]), max(ts, key=lambda t: t["value"])
+    a, b = _value(lo, lo["value"]), _value(hi, hi["value"])
+    return a if a == b else f"{a}-{b}"
+
+
+def summary(device: str) -> str:
+    """The targets of bench/results/DEVICE.json, one row per op and metric (how many of
+    its sizes and dtypes hit, the range measured), then the missed ones one by one."""
+    record = json.loads((BENCH / f"{device}.json").read_text())
+    meta, targets = record["metadata"], record["targets"]
     share = (meta.get("cpu_load") or {}).get("other_processes_share")
     busy = "" if share is None else f"; other processes used {100 * share:.1f}% of the CPU during the run"
-    start = next(k for k, line in enumerate(lines) if line.startswith("## Targets"))
-    return (f"Measured by `make bench` ({meta['suite']} suite) on {meta['cpu_model']}, {meta['num_threads']} "
-            f"threads, torch {meta['torch_version']}{busy} (`bench/results/{device}.md`). The targets:\n\n"
-            + _table(lines, start) + "\n")
+    groups: dict = {}
+    for t in targets:
+        groups.setdefault((t["op"], t["metric"], t["target"]), []).append(t)
+    rows = ["| op | metric | target | hit | measured |", "|---|---|---:|---:|---:|"]
+    for (op, metric, target), ts in groups.items():
+        hits = sum(t["hit"] for t in ts)
+        rows.append(f"| {op} | {metric} | {target} | {hits} of {len(ts)} | {_range(ts)} |")
+    hits = sum(t["hit"] for t in targets)
+    lines = [f"Measured by `make bench` ({meta['suite']} suite) on {meta['cpu_model']}, {meta['num_threads']} "
+             f"threads, torch {meta['torch_version']}{busy}: {hits} of {len(targets)} targets hit. The targets "
+             f"size by size, and every other table, are in `bench/results/{device}.md`.", "", *rows, ""]
+    return "\n".join(lines)
+
+
+def bench(spec: str) -> str:
+    """DEVICE:summary: the summary of the targets of bench/results/DEVICE.json;
+    DEVICE:SECTION: the first table under the heading "## SECTION..." of
+    bench/results/DEVICE.md."""
+    device, section = spec.split(":", 1)
+    if section == "summary":
+        return summary(device)
+    lines = (BENCH / f"{device}.md").read_text().splitlines()
+    start = next(k for k, line in enumerate(lines) if line.startswith(f"## {section}"))
+    return _table(lines, start) + "\n"
 
 
 def render(readme: str) -> str:
