@@ -57,13 +57,16 @@ cuda-sim: $(STAMPS)/cuda-sim
 # above: another version formats differently): a fast lint that fails the tests.
 # `make format` applies clang-format to csrc.
 CSRC_FORMATTED := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' | sort)
+# the pinned wheel's own binary, whatever clang-format comes first on the PATH (and
+# with no console-script shim needed)
+CLANG_FORMAT = $(PYTHON) -c "import clang_format; clang_format.clang_format()"
 
 lint: $(STAMPS)/deps
 	$(PYTHON) -m ruff check robustops tests bench tools setup.py
-	clang-format --dry-run -Werror $(CSRC_FORMATTED)
+	$(CLANG_FORMAT) --dry-run -Werror $(CSRC_FORMATTED)
 
 format: $(STAMPS)/deps
-	clang-format -i $(CSRC_FORMATTED)
+	$(CLANG_FORMAT) -i $(CSRC_FORMATTED)
 
 test: lint install check-cuda cuda-sim
 	ROBUSTOPS_REQUIRE_CUDA_SIM=1 $(PYTHON) -m pytest -n 2 $(PYTEST_ARGS)
