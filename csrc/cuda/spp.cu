@@ -108,30 +108,10 @@ at::Tensor backward(const char* op, const at::Tensor& grad_, const at::Tensor* i
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> spp_max(const at::Tensor& x, at::IntArrayRef levels) {
-  return forward<true>("spp_max", x, levels);
-}
-
-at::Tensor spp_mean(const at::Tensor& x, at::IntArrayRef levels) {
-  return std::get<0>(forward<false>("spp_mean", x, levels));
-}
-
-at::Tensor spp_max_backward(const at::Tensor& grad, const at::Tensor& indices, at::IntArrayRef levels, int64_t height,
-                            int64_t width) {
-  return backward<true>("_spp_max_backward", grad, &indices, levels, height, width);
-}
-
-at::Tensor spp_mean_backward(const at::Tensor& grad, at::IntArrayRef levels, int64_t height, int64_t width) {
-  return backward<false>("_spp_mean_backward", grad, nullptr, levels, height, width);
-}
-
 }  // namespace
 
 ROBUSTOPS_CUDA_LIBRARY_IMPL(m) {
-  m.impl("spp_max", &spp_max);
-  m.impl("_spp_max_backward", &spp_max_backward);
-  m.impl("spp_mean", &spp_mean);
-  m.impl("_spp_mean_backward", &spp_mean_backward);
+  register_spp<&forward<true>, &forward<false>, &backward<true>, &backward<false>>(m);
 }
 
 }  // namespace robustops

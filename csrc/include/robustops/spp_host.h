@@ -1,10 +1,14 @@
-// Spatial pyramid pooling: host-side checks shared by the CPU and CUDA kernels.
+// Spatial pyramid pooling: host-side checks shared by the CPU and CUDA kernels, and
+// the family's ops and registration, written once for both devices.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <robustops/host.h>
 #include <robustops/spp.h>
+
+#include <tuple>
 
 namespace robustops {
 namespace spp {
@@ -63,5 +67,42 @@ inline at::Tensor max_indices(const char* op, const at::Tensor& indices, const a
   return indices.contiguous();
 }
 
+// A device's two kernels: the forward of every level (Max: the first maximum and its
+// index; otherwise the mean, with an undefined second output) and its backward
+// (indices: the forward's argmax for Max, nullptr otherwise).
+using Forward = std::tuple<at::Tensor, at::Tensor> (*)(const char* op, const at::Tensor& x, at::IntArrayRef levels);
+using Backward = at::Tensor (*)(const char* op, const at::Tensor& grad, const at::Tensor* indices,
+                                at::IntArrayRef levels, int64_t height, int64_t width);
+
+// The four ops of the schemas on those kernels.
+template <Forward Max, Forward Mean, Backward MaxBackward, Backward MeanBackward>
+struct Ops {
+  static std::tuple<at::Tensor, at::Tensor> spp_max(const at::Tensor& x, at::IntArrayRef levels) {
+    return Max("spp_max", x, levels);
+  }
+  static at::Tensor spp_mean(const at::Tensor& x, at::IntArrayRef levels) {
+    return std::get<0>(Mean("spp_mean", x, levels));
+  }
+  static at::Tensor spp_max_backward(const at::Tensor& grad, const at::Tensor& indices, at::IntArrayRef levels,
+                                     int64_t height, int64_t width) {
+    return MaxBackward("_spp_max_backward", grad, &indices, levels, height, width);
+  }
+  static at::Tensor spp_mean_backward(const at::Tensor& grad, at::IntArrayRef levels, int64_t height, int64_t width) {
+    return MeanBackward("_spp_mean_backward", grad, nullptr, levels, height, width);
+  }
+};
+
 }  // namespace spp
+
+// cpu/spp.cpp and cuda/spp.cu register the family with one line each:
+//   register_spp<&forward<true>, &forward<false>, &backward<true>, &backward<false>>(m);
+template <spp::Forward Max, spp::Forward Mean, spp::Backward MaxBackward, spp::Backward MeanBackward>
+void register_spp(torch::Library& m) {
+  using O = spp::Ops<Max, Mean, MaxBackward, MeanBackward>;
+  m.impl("spp_max", &O::spp_max);
+  m.impl("_spp_max_backward", &O::spp_max_backward);
+  m.impl("spp_mean", &O::spp_mean);
+  m.impl("_spp_mean_backward", &O::spp_mean_backward);
+}
+
 }  // namespace robustops
