@@ -35,6 +35,24 @@ def check_int(fn: str, name: str, value, minimum: Optional[int] = None) -> int:
     return int(value)
 
 
+def check_levels(fn: str, levels) -> tuple:
+    """Spatial pyramid levels as a tuple: one int or 1 to 8 positive ints (Python
+    ints, or SymInts while torch.compile traces with dynamic shapes), else a
+    ValueError naming 'levels' (bools are not levels)."""
+    def is_int(n):
+        return isinstance(n, (int, torch.SymInt)) and not isinstance(n, bool)
+
+    if is_int(levels):
+        levels = (levels,)
+    try:
+        levels = tuple(levels)
+    except TypeError:
+        raise ValueError(f"{fn}: argument 'levels' must be 1 to 8 positive ints, got {levels!r}") from None
+    if not levels or len(levels) > 8 or not all(is_int(n) and n >= 1 for n in levels):
+        raise ValueError(f"{fn}: argument 'levels' must be 1 to 8 positive ints, got {levels!r}")
+    return levels
+
+
 def check_dtype(fn: str, dtype) -> torch.dtype:
     """dtype if it is a floating-point torch.dtype, else a TypeError."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:

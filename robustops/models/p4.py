@@ -34,7 +34,7 @@ from typing import Callable, Sequence, Union
 
 import torch
 
-from robustops._checks import check_choice, check_int
+from robustops._checks import check_choice, check_int, check_levels
 from robustops.nn.p4 import P4BatchNorm, P4ConvP4, P4ConvZ2, P4MaxPool2d, P4Pool, P4SpatialPyramidPool
 from robustops.nn.spp import SpatialPyramidPool
 
@@ -148,18 +148,6 @@ def p4cnn(num_classes: int = 10, channels: int = 10, in_channels: int = 1) -> P4
     return P4CNN(num_classes, channels, in_channels)
 
 
-def _check_levels(fn: str, levels) -> tuple:
-    levels = (levels,) if isinstance(levels, int) and not isinstance(levels, bool) else levels
-    try:
-        levels = tuple(levels)
-    except TypeError:
-        raise ValueError(f"{fn}: argument 'levels' must be 1 to 8 positive ints, got {levels!r}") from None
-    if not levels or len(levels) > 8 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
-                                                for n in levels):
-        raise ValueError(f"{fn}: argument 'levels' must be 1 to 8 positive ints, got {levels!r}")
-    return levels
-
-
 def wang_cnn(in_channels: int = 3, num_classes: int = 100, width: int = 32, levels: Sequence[int] = (1, 2, 4),
              rotation_pool: str = "max", spp_mode: str = "max") -> nn.Sequential:
     """The symmetry-enforced CNN of Wang et al. as their Section II describes it: a
@@ -204,7 +192,7 @@ def wang_cnn(in_channels: int = 3, num_classes: int = 100, width: int = 32, leve
     in_channels = check_int(fn, "in_channels", in_channels, 1)
     num_classes = check_int(fn, "num_classes", num_classes, 1)
     w = check_int(fn, "width", width, 1)
-    levels = _check_levels(fn, levels)
+    levels = check_levels(fn, levels)
     rotation_pool = check_choice(fn, "rotation_pool", rotation_pool, ("max", "mean"))
     spp_mode = check_choice(fn, "spp_mode", spp_mode, ("max", "mean"))
     spp = SpatialPyramidPool(levels, spp_mode)

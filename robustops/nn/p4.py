@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustops._checks import check_floating, check_int
+from robustops._checks import check_floating, check_int, check_levels
 # SpatialPyramidPool lives in robustops.nn.spp (the spp family): re-exported here for
 # compatibility, so that `from robustops.nn.p4 import SpatialPyramidPool` and models
 # pickled under that path keep working. P4SpatialPyramidPool shares its level checks.
-from robustops.nn.spp import SpatialPyramidPool, _levels
+from robustops.nn.spp import SpatialPyramidPool
 from robustops.ops import p4 as _p4
 from robustops.ops import spp as _spp
 
@@ -430,7 +430,7 @@ class P4SpatialPyramidPool(nn.Module):
 
     def __init__(self, levels: Sequence[int] = (1, 2, 4), mode: str = "max"):
         super().__init__()
-        self.levels = _levels("P4SpatialPyramidPool", levels)
+        self.levels = check_levels("P4SpatialPyramidPool", levels)
         if mode not in ("max", "mean"):
             raise ValueError(f"P4SpatialPyramidPool: argument 'mode' must be 'max' or 'mean', got {mode!r}")
         self.mode = mode

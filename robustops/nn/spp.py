@@ -6,21 +6,14 @@ builds on the same op and argument checks.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence
 
 from torch import Tensor, nn
 
-from robustops._checks import check_floating
+from robustops._checks import check_floating, check_levels
 from robustops.ops import spp as _spp
 
 __all__ = ["SpatialPyramidPool"]
-
-
-def _levels(cls: str, levels) -> Tuple[int, ...]:
-    levels = (levels,) if isinstance(levels, int) else tuple(levels)
-    if not levels or len(levels) > 8 or not all(isinstance(n, int) and n >= 1 for n in levels):
-        raise ValueError(f"{cls}: argument 'levels' must be 1 to 8 positive ints, got {levels}")
-    return levels
 
 
 class SpatialPyramidPool(nn.Module):
@@ -43,7 +36,7 @@ class SpatialPyramidPool(nn.Module):
 
     def __init__(self, levels: Sequence[int] = (1, 2, 4), mode: str = "max"):
         super().__init__()
-        self.levels = _levels("SpatialPyramidPool", levels)
+        self.levels = check_levels("SpatialPyramidPool", levels)
         if mode not in ("max", "mean"):
             raise ValueError(f"SpatialPyramidPool: argument 'mode' must be 'max' or 'mean', got {mode!r}")
         self.mode = mode

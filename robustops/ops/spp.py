@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from robustops._checks import check_floating
+from robustops._checks import check_floating, check_levels
 from robustops._extension import Op, register
 from robustops.reference import spp as _ref
 
@@ -44,17 +44,6 @@ _SPP = {"max": Op("spp_max", reference=_spp_max_reference, kernel=_spp_max_value
         "mean": Op("spp_mean", reference=_spp_mean_reference)}
 
 
-def _levels(levels) -> list:
-    if isinstance(levels, (int, torch.SymInt)):
-        levels = (levels,)
-    levels = list(levels)
-    # SymInt levels (torch.compile(dynamic=True)) stay symbolic: the schema takes SymInt[]
-    if not levels or len(levels) > 8 or not all(isinstance(n, (int, torch.SymInt)) and n >= 1 for n in levels):
-        raise ValueError("robustops.ops.spatial_pyramid_pool: argument 'levels' must be 1 to 8 positive ints, "
-                         f"got {levels}")
-    return levels
-
-
 def spatial_pyramid_pool(x: Tensor, levels: Sequence[int] = (1, 2, 4), mode: str = "max") -> Tensor:
     """A fixed-size vector [B, C * sum(n^2)] for any input of at least max(levels)
     rows and columns (see the module docstring)."""
@@ -64,7 +53,7 @@ def spatial_pyramid_pool(x: Tensor, levels: Sequence[int] = (1, 2, 4), mode: str
         raise ValueError(f"{op}: argument 'x' must have shape [B, C, H, W], got {tuple(x.shape)}")
     if mode not in ("max", "mean"):
         raise ValueError(f"{op}: argument 'mode' must be 'max' or 'mean', got {mode!r}")
-    levels = _levels(levels)
+    levels = list(check_levels(op, levels))  # SymInt levels stay symbolic: the schema takes SymInt[]
     if min(x.shape[2], x.shape[3]) < max(levels):
         raise ValueError(f"{op}: argument 'x' has {x.shape[2]}x{x.shape[3]} planes, smaller than the largest "
                          f"pyramid level {max(levels)} (every bin must hold at least one element)")

@@ -128,7 +128,7 @@ def test_bad_input():
         spatial_pyramid_pool(x[:, :, :3])
     with pytest.raises(ValueError, match="argument 'x' has 5x2 planes"):
         spatial_pyramid_pool(x[..., :2], (1, 3))
-    for levels in (0, (1, 0), (2, -1), (), [], tuple(range(1, 10)), (1.0, 2), (2, "4")):
+    for levels in (0, (1, 0), (2, -1), (), [], tuple(range(1, 10)), (1.0, 2), (2, "4"), 2.5, True, (1, True)):
         with pytest.raises(ValueError, match=f"{op}: argument 'levels' must be 1 to 8 positive ints"):
             spatial_pyramid_pool(x, levels)
     spatial_pyramid_pool(x, tuple(range(1, 6)) + (1, 1, 1))  # 8 levels is the most
